@@ -1,0 +1,111 @@
+"""grain input pipelines over random-access (tfds) data sources.
+
+Training data is a `grain.MapDataset` indexed by step: batch k is a pure function of (seed, k), so a resumed
+run reads exactly the batches an uninterrupted run would have read, with no iterator state to checkpoint.
+Each process reads its own shard of every global batch; batches are reshaped to
+`[local_devices, per_device_batch, ...]` and placed on the devices before the train step sees them.
+"""
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import grain
+import jax
+import numpy as np
+
+from adjax.data import transforms
+
+# Fields that reach the devices; text fields stay on the host.
+ARRAY_KEYS = ('image', 'mask', 'label', 'has_mask')
+
+
+def _preprocessor(spec: str):
+  """Returns `fn(example, rng) -> example` that keeps only the array fields, float32 image and mask."""
+  ops = transforms.parse(spec)
+
+  def preprocess(example, rng):
+    example = ops(dict(example), rng)
+    example = transforms.to_float(example, None) if example['image'].dtype == np.uint8 else example
+    return {key: np.asarray(example[key]) for key in ARRAY_KEYS}
+
+  return preprocess
+
+
+def train_dataset(source, *, preprocess: str, global_batch_size: int, seed: int,
+                  process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
+  """Infinite, shuffled (a new order every epoch), preprocessed batches for this process.
+
+  Returns a MapDataset whose item k is this process's part of global batch k: a dict of
+  `image [batch, height, width, channels]`, `mask [batch, height, width]`, `label [batch]`, `has_mask [batch]`.
+  """
+  if global_batch_size % process_count:
+    raise ValueError(f'batch size {global_batch_size} is not divisible by {process_count} processes')
+  dataset = grain.MapDataset.source(source).shuffle(seed=seed).repeat(None)
+  dataset = dataset[process_index::process_count]
+  dataset = dataset.random_map(_preprocessor(preprocess), seed=seed + 1)
+  return dataset.batch(global_batch_size // process_count, drop_remainder=True)
+
+
+def eval_batches(source, *, preprocess: str, batch_size: int, seed: int = 0,
+                 keep_text: bool = False) -> Iterator[dict[str, Any]]:
+  """Every example once, in order, in batches of exactly `batch_size` (the last one padded).
+
+  Each batch has a boolean `valid [batch]` marking real examples. With `keep_text`, `filename` and
+  `defect_type` (lists of str, unpadded length) are added for reports.
+  """
+  preprocess_fn = _preprocessor(preprocess)
+  dataset = grain.MapDataset.source(source).random_map(preprocess_fn, seed=seed)
+  for start in range(0, len(source), batch_size):
+    indices = range(start, min(start + batch_size, len(source)))
+    examples = [dataset[i] for i in indices]
+    batch = {key: np.stack([e[key] for e in examples]) for key in ARRAY_KEYS}
+    batch = {key: _pad(value, batch_size) for key, value in batch.items()}
+    batch['valid'] = np.arange(batch_size) < len(indices)
+    if keep_text:
+      raw = [source[i] for i in indices]
+      batch['filename'] = [_text(r['filename']) for r in raw]
+      batch['defect_type'] = [_text(r['defect_type']) for r in raw]
+    yield batch
+
+
+def _text(value) -> str:
+  return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _pad(array: np.ndarray, size: int) -> np.ndarray:
+  missing = size - array.shape[0]
+  if not missing:
+    return array
+  return np.concatenate([array, np.zeros((missing,) + array.shape[1:], array.dtype)])
+
+
+def device_sharding(devices: Sequence[jax.Device] | None = None) -> jax.sharding.NamedSharding:
+  """Splits the leading axis of an array over the local devices (the pmap layout)."""
+  devices = list(devices or jax.local_devices())
+  mesh = jax.sharding.Mesh(np.array(devices), ('batch',))
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('batch'))
+
+
+def shard(batch: dict[str, np.ndarray], sharding: jax.sharding.NamedSharding) -> dict[str, jax.Array]:
+  """`[batch, ...]` host arrays → `[devices, batch / devices, ...]` arrays placed on the devices."""
+  num_devices = sharding.mesh.devices.size
+
+  def put(array):
+    array = np.asarray(array)
+    if array.shape[0] % num_devices:
+      raise ValueError(f'batch of {array.shape[0]} does not split over {num_devices} devices')
+    return jax.device_put(array.reshape((num_devices, -1) + array.shape[1:]), sharding)
+
+  return {key: put(value) for key, value in batch.items() if key in ARRAY_KEYS + ('valid',)}
+
+
+def device_iterator(dataset: grain.MapDataset, *, start_step: int, sharding, prefetch: int = 2,
+                    num_threads: int = 2) -> Iterator[dict[str, jax.Array]]:
+  """Batches `start_step, start_step + 1, ...` placed on the devices, `prefetch` batches ahead."""
+  options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(2, prefetch * 2))
+  host_iterator = iter(dataset[start_step:].to_iter_dataset(options))
+  queue = []
+  while True:
+    while len(queue) <= prefetch:
+      queue.append(shard(next(host_iterator), sharding))
+    yield queue.pop(0)

@@ -1,0 +1,105 @@
+"""Scores a trained method on a test split and turns the scores into metrics and figures.
+
+Everything here works on the method contract only: `score` gives anomaly maps `[batch, height, width]` and
+image scores `[batch]` (higher = more anomalous). Metrics that need masks are None when the dataset has none.
+"""
+
+import time
+from pathlib import Path
+
+from absl import logging
+import jax
+import numpy as np
+
+from adjax import figures
+from adjax import metrics
+from adjax import methods
+from adjax.data import pipeline
+
+
+def score_split(method: methods.Method, variables, statistics, source, *, preprocess: str,
+                batch_size: int, devices=None) -> dict:
+  """Runs `method.score` over every example of `source`, pmapped over `devices`.
+
+  Returns host arrays: `maps` name -> `[N, H, W]` float32, `scores` name -> `[N]`, `labels [N]`,
+  `masks [N, H, W]` uint8 in {0, 1}, `has_mask [N]`, `defect_types` list of str.
+  """
+  devices = list(devices or jax.local_devices())
+  batch_size = max(len(devices), batch_size - batch_size % len(devices))
+  sharding = pipeline.device_sharding(devices)
+  score = jax.pmap(method.score, in_axes=(None, None, 0), devices=devices)
+  maps, scores, labels, masks, has_mask, defect_types = {}, {}, [], [], [], []
+  for batch in pipeline.eval_batches(source, preprocess=preprocess, batch_size=batch_size,
+                                     keep_text=True):
+    valid = batch['valid']
+    batch_maps, batch_scores = jax.device_get(score(variables, statistics,
+                                                     pipeline.shard(batch, sharding)['image']))
+    for name, value in batch_maps.items():
+      maps.setdefault(name, []).append(np.asarray(value, np.float32).reshape((-1,) + value.shape[2:])[valid])
+    for name, value in batch_scores.items():
+      scores.setdefault(name, []).append(np.asarray(value, np.float32).reshape(-1)[valid])
+    labels.append(batch['label'][valid])
+    masks.append((batch['mask'][valid] > 0.5).astype(np.uint8))
+    has_mask.append(batch['has_mask'][valid])
+    defect_types.extend(batch['defect_type'])
+  return {'maps': {k: np.concatenate(v) for k, v in maps.items()},
+          'scores': {k: np.concatenate(v) for k, v in scores.items()},
+          'labels': np.concatenate(labels).astype(np.int32), 'masks': np.concatenate(masks),
+          'has_mask': np.concatenate(has_mask).astype(bool), 'defect_types': defect_types}
+
+
+def compute_metrics(scored: dict, *, primary_map: str, primary_score: str, has_masks: bool,
+                    image_threshold: float | None, fpr_limit: float = 0.3,
+                    num_bins: int | None = None) -> dict:
+  """Image metrics for every score, pixel metrics for every map, and the primary ones at top level."""
+  labels = scored['labels']
+  results = {'num_test_images': int(labels.size), 'num_anomalous_test_images': int(labels.sum())}
+  results['image_auroc_by_score'] = {name: metrics.image_auroc(value, labels)
+                                     for name, value in scored['scores'].items()}
+  primary_scores = scored['scores'][primary_score]
+  f1, f1_threshold = metrics.f1_max(primary_scores, labels)
+  results.update(image_auroc=results['image_auroc_by_score'][primary_score], image_f1_max=f1)
+  if image_threshold is None:
+    results.update(threshold=f1_threshold, threshold_source='test_f1_max')
+  else:
+    precision, recall, f1_at = metrics.precision_recall_f1(primary_scores, labels,
+                                                           threshold=image_threshold)
+    results.update(threshold=image_threshold, threshold_source='training_statistics',
+                   image_precision=precision, image_recall=recall, image_f1=f1_at)
+  results['pixel_metrics_by_map'] = {}
+  pixel = {'pixel_auroc': None, 'pixel_ap': None, 'pixel_aupro': None}
+  if has_masks:
+    keep = scored['has_mask']
+    masks = scored['masks'][keep]
+    for name, maps in scored['maps'].items():
+      maps = maps[keep]
+      results['pixel_metrics_by_map'][name] = {
+          'pixel_auroc': metrics.pixel_auroc(maps, masks, num_bins=num_bins),
+          'pixel_ap': metrics.pixel_ap(maps, masks, num_bins=num_bins),
+          'pixel_aupro': metrics.aupro(maps, masks, fpr_limit=fpr_limit, num_bins=num_bins)}
+    pixel = results['pixel_metrics_by_map'][primary_map]
+  results.update(pixel)
+  results.update(primary_map=primary_map, primary_score=primary_score)
+  return results
+
+
+def evaluate(method: methods.Method, variables, statistics, source, *, config, has_masks: bool,
+             devices=None, figure_dir: Path | None = None, writer=None) -> dict:
+  """Scores the test split, computes metrics and (optionally) writes figures; returns the metrics dict."""
+  start = time.perf_counter()
+  scored = score_split(method, variables, statistics, source, preprocess=config.data.eval_preprocess,
+                       batch_size=config.eval.batch_size, devices=devices)
+  logging.info('Scored %d test images in %.1f s', scored['labels'].size, time.perf_counter() - start)
+  thresholds = method.thresholds(statistics)
+  results = compute_metrics(
+      scored, primary_map=config.eval.map, primary_score=config.eval.score, has_masks=has_masks,
+      image_threshold=thresholds.get('image'), fpr_limit=config.eval.get('fpr_limit', 0.3),
+      num_bins=config.eval.get('num_bins') or None)
+  if figure_dir is not None and jax.process_index() == 0:
+    images = figures.write_all(scored, source, figure_dir=Path(figure_dir),
+                               preprocess=config.data.eval_preprocess, primary_map=config.eval.map,
+                               primary_score=config.eval.score, image_threshold=results['threshold'],
+                               pixel_threshold=thresholds.get('pixel'), has_masks=has_masks)
+    if writer is not None:
+      writer.write_images(0, {name: image[None] for name, image in images.items()})
+  return results

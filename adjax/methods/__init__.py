@@ -1,0 +1,49 @@
+"""Methods plug into the one train loop through `Method`, a bundle of pure functions.
+
+A method module `adjax/methods/<name>.py` defines `make(config) -> Method`; `get_method(config)` picks it by
+`config.method`. Only `make` reads the config; the functions it returns take arrays.
+
+The contract between a method and the loop (shapes per device; the loop adds `pmap`, `pmean`, reductions):
+  init(rng, images) -> variables            `{'params': ..., <other collections, e.g. 'batch_stats'>}`
+  loss_fn(params, model_state, batch, rng) -> (per_example_loss [batch], (new_model_state, metrics))
+      `model_state` is `variables` without 'params'; `metrics` maps names to per-example `[batch]` or scalar
+      values (averaged by the loop). The loop averages the loss over the batch and the devices.
+  fit(variables, batches) -> statistics     post-training statistics from an iterable of host training batches
+  score(variables, statistics, images) -> (maps, scores)
+      `maps`: name -> `[batch, height, width]` anomaly maps at input resolution (higher = more anomalous);
+      `scores`: name -> `[batch]` image scores. `config.eval.map` / `config.eval.score` pick the primary ones.
+  optimizer: an optax GradientTransformation.
+  thresholds(statistics) -> {'image': float | None, 'pixel': float | None}: the method's own decision thresholds
+      from training data only (e.g. three sigma); None where it has none.
+  sync_state(model_state, axis_name) -> model_state: makes per-device model state agree after a step
+      (default: `lax.pmean`, right for BatchNorm statistics).
+"""
+
+import importlib
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+import jax
+import optax
+
+from adjax.errors import InputError
+
+KNOWN_METHODS = ('ebm',)
+
+
+class Method(NamedTuple):
+  name: str
+  init: Callable[..., Any]
+  loss_fn: Callable[..., Any]
+  fit: Callable[[Any, Iterable[dict]], Any]
+  score: Callable[..., Any]
+  optimizer: optax.GradientTransformation
+  thresholds: Callable[[Any], dict] = lambda statistics: {'image': None, 'pixel': None}
+  sync_state: Callable[[Any, str], Any] = lambda model_state, axis_name: jax.lax.pmean(model_state, axis_name)
+
+
+def get_method(config) -> Method:
+  name = config.method
+  if name not in KNOWN_METHODS:
+    raise InputError(f'config.method: unknown method {name!r}; known: {", ".join(KNOWN_METHODS)}')
+  return importlib.import_module(f'adjax.methods.{name}').make(config)

@@ -1,0 +1,238 @@
+"""The one train loop every method runs through.
+
+`train_and_evaluate(config, workdir)` builds the data pipeline and the method's state, runs the per-device
+train step under `jax.pmap` (axis name `batch`; gradients and model state averaged with `lax.pmean`), logs to
+TensorBoard through clu, checkpoints with orbax and resumes from the newest complete checkpoint, then fits the
+method's post-training statistics, evaluates on the test split and writes `results.json` and figures.
+"""
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from absl import logging
+from clu import metric_writers
+from clu import periodic_actions
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+from adjax import evaluate
+from adjax import methods
+from adjax.data import pipeline
+from adjax.data import sources
+from adjax.errors import InputError
+
+
+class TrainingDiverged(RuntimeError):
+  """The loss or the parameters became NaN or infinite."""
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  model_state: Any
+  rng: jax.Array
+
+
+def create_train_state(method: methods.Method, *, seed: int, sample_images: np.ndarray) -> TrainState:
+  """Initialises parameters from `sample_images [batch, height, width, channels]`."""
+  init_rng, train_rng = jax.random.split(jax.random.PRNGKey(seed))
+  variables = jax.jit(method.init)(init_rng, jnp.asarray(sample_images))
+  variables = dict(variables)
+  params = variables.pop('params')
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=method.optimizer.init(params),
+                    model_state=variables, rng=train_rng)
+
+
+def variables_of(state: TrainState) -> dict:
+  return {'params': state.params, **state.model_state}
+
+
+def make_train_step(method: methods.Method, devices=None):
+  """Returns `step(state, batch) -> (state, metrics)`, pmapped over `devices` (default: all local).
+
+  `state` is unreplicated (`in_axes=None`); `batch` arrays are `[devices, per_device_batch, ...]`.
+  Every device derives its own rng from (state rng, step, device index), so a step is reproducible.
+  """
+
+  def step(state: TrainState, batch):
+    rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), jax.lax.axis_index('batch'))
+
+    def mean_loss(params):
+      per_example, (model_state, metrics) = method.loss_fn(params, state.model_state, batch, rng)
+      return jnp.mean(per_example), (model_state, metrics)
+
+    (loss, (model_state, metrics)), grads = jax.value_and_grad(mean_loss, has_aux=True)(state.params)
+    grads = jax.lax.pmean(grads, 'batch')
+    model_state = method.sync_state(model_state, 'batch')
+    updates, opt_state = method.optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {name: jnp.mean(value) for name, value in metrics.items()}
+    metrics['loss'] = loss
+    metrics['grad_norm'] = optax.global_norm(grads)
+    metrics = jax.lax.pmean(metrics, 'batch')
+    leaves = [loss] + jax.tree_util.tree_leaves(params)
+    metrics['finite'] = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                              model_state=model_state)
+    return new_state, metrics
+
+  return jax.pmap(step, axis_name='batch', in_axes=(None, 0), out_axes=(None, None), devices=devices)
+
+
+def _checkpoint_manager(workdir: Path, config) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(max_to_keep=config.train.get('checkpoints_to_keep', 2), create=True)
+  return ocp.CheckpointManager(workdir / 'checkpoints', options=options)
+
+
+def _restore(manager: ocp.CheckpointManager, state: TrainState, method_name: str):
+  """Restores the newest checkpoint into `state`'s structure; returns (state, seconds trained so far)."""
+  step = manager.latest_step()
+  if step is None:
+    return state, 0.0
+  abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
+  meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+  if meta.get('method') != method_name:
+    raise InputError(f'{manager.directory}: holds a checkpoint of method {meta.get("method")!r}, '
+                     f'not {method_name!r}; use another --workdir')
+  try:
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+  except (ValueError, KeyError) as error:
+    raise InputError(f'{manager.directory}: checkpoint at step {step} does not match this config\'s '
+                     f'model ({str(error).splitlines()[0]}); use another --workdir') from None
+  logging.info('Resumed from %s step %d', manager.directory, step)
+  return restored['state'], float(meta.get('train_seconds', 0.0))
+
+
+def _save(manager, state: TrainState, *, method_name: str, train_seconds: float):
+  meta = {'method': method_name, 'step': int(state.step), 'train_seconds': train_seconds}
+  manager.save(int(state.step), args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+
+
+def _write_json_atomically(path: Path, payload: dict):
+  temporary = path.with_suffix('.json.tmp')
+  temporary.write_text(json.dumps(payload, indent=2, default=_json_default) + '\n')
+  temporary.replace(path)
+
+
+def _json_default(value):
+  if isinstance(value, (np.floating, np.integer, np.bool_)):
+    return value.item()
+  if isinstance(value, (tuple, list)):
+    return list(value)
+  return str(value)
+
+
+def _devices(config) -> list:
+  devices = jax.local_devices()
+  requested = config.train.get('num_devices', 0)
+  if requested:
+    if requested > len(devices):
+      raise InputError(f'config.train.num_devices: {requested} requested, {len(devices)} available')
+    devices = devices[:requested]
+  return devices
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *,
+                       method: methods.Method | None = None) -> dict:
+  """Trains `config.method` (or the given `method`), evaluates it and writes `workdir/results.json`.
+
+  Returns the results dict (the contract in DESIGN.md). A workdir holding a checkpoint resumes from it.
+  """
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  method = method or methods.get_method(config)
+  devices = _devices(config)
+  batch_size = config.train.batch_size
+  if batch_size % (len(devices) * jax.process_count()):
+    raise InputError(f'config.train.batch_size: {batch_size} does not split over '
+                     f'{len(devices) * jax.process_count()} devices')
+
+  data = config.data
+  split_args = dict(name=data.name, category=data.category, data_dir=data.data_dir,
+                    manual_dir=data.get('manual_dir') or None)
+  train_source, _ = sources.load_split(split='train', **split_args)
+  dataset = pipeline.train_dataset(
+      train_source, preprocess=data.train_preprocess, global_batch_size=batch_size, seed=config.seed,
+      process_index=jax.process_index(), process_count=jax.process_count())
+
+  state = create_train_state(method, seed=config.seed, sample_images=dataset[0]['image'][:1])
+  manager = _checkpoint_manager(workdir, config)
+  state, train_seconds_before = _restore(manager, state, method.name)
+  start_step, num_steps = int(state.step), config.train.num_steps
+
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  if start_step == 0:
+    writer.write_hparams(_flat_hparams(config))
+  progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
+  train_step = make_train_step(method, devices)
+  sharding = pipeline.device_sharding(devices)
+  log_every = config.train.get('log_every', 50)
+  checkpoint_every = config.train.get('checkpoint_every', 1000)
+  logging.info('Training %s for %d steps from step %d on %d device(s)', method.name, num_steps,
+               start_step, len(devices))
+
+  batches = pipeline.device_iterator(dataset, start_step=start_step, sharding=sharding)
+  train_start = time.perf_counter()
+  for step in range(start_step + 1, num_steps + 1):
+    state, metrics = train_step(state, next(batches))
+    progress(step)
+    is_last = step == num_steps
+    if step % log_every == 0 or step % checkpoint_every == 0 or is_last:
+      metrics = jax.device_get(metrics)
+      if not metrics.pop('finite'):
+        raise TrainingDiverged(
+            f'training diverged at step {step} (non-finite loss or parameters: {metrics}); the last good '
+            f'checkpoint in {workdir / "checkpoints"} is kept')
+      writer.write_scalars(step, metrics)
+    if step % checkpoint_every == 0 or is_last:
+      seconds = train_seconds_before + time.perf_counter() - train_start
+      _save(manager, state, method_name=method.name, train_seconds=seconds)
+  jax.block_until_ready(state)
+  session_seconds = time.perf_counter() - train_start
+  manager.wait_until_finished()
+  steps_run = num_steps - start_step
+
+  eval_start = time.perf_counter()
+  variables = variables_of(state)
+  fit_batches = pipeline.eval_batches(train_source, preprocess=data.eval_preprocess,
+                                      batch_size=config.eval.batch_size)
+  statistics = method.fit(variables, fit_batches)
+  test_source, test_info = sources.load_split(split='test', **split_args)
+  results = evaluate.evaluate(method, variables, statistics, test_source, config=config,
+                              has_masks=test_info['has_masks'], devices=devices,
+                              figure_dir=workdir / 'figures', writer=writer)
+  results.update(
+      method=method.name, dataset=data.name, category=data.category, seed=config.seed,
+      num_train_steps=num_steps, train_seconds=train_seconds_before + session_seconds,
+      train_images_per_second=(steps_run * batch_size / session_seconds) if steps_run else None,
+      eval_seconds=time.perf_counter() - eval_start, config=config.to_dict())
+  writer.write_scalars(num_steps, {f'test/{k}': v for k, v in results.items()
+                                   if isinstance(v, float) and k.startswith(('image_', 'pixel_'))})
+  writer.flush()
+  if jax.process_index() == 0:
+    _write_json_atomically(workdir / 'results.json', results)
+  return results
+
+
+def _flat_hparams(config) -> dict:
+  flat = {}
+
+  def visit(prefix, value):
+    if isinstance(value, dict):
+      for key, child in value.items():
+        visit(f'{prefix}{key}.', child)
+    else:
+      flat[prefix[:-1]] = value if isinstance(value, (int, float, str, bool)) else str(value)
+
+  visit('', config.to_dict())
+  return flat
