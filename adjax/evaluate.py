@@ -83,11 +83,12 @@ def compute_metrics(scored: dict, *, primary_map: str, primary_score: str, has_m
   return results
 
 
-def evaluate(method: methods.Method, variables, statistics, source, *, config, has_masks: bool,
+def evaluate(method: methods.Method, variables, statistics, source, *, config, preprocess: str,
+             has_masks: bool,
              devices=None, figure_dir: Path | None = None, writer=None) -> dict:
   """Scores the test split, computes metrics and (optionally) writes figures; returns the metrics dict."""
   start = time.perf_counter()
-  scored = score_split(method, variables, statistics, source, preprocess=config.data.eval_preprocess,
+  scored = score_split(method, variables, statistics, source, preprocess=preprocess,
                        batch_size=config.eval.batch_size, devices=devices)
   logging.info('Scored %d test images in %.1f s', scored['labels'].size, time.perf_counter() - start)
   thresholds = method.thresholds(statistics)
@@ -97,7 +98,7 @@ def evaluate(method: methods.Method, variables, statistics, source, *, config, h
       num_bins=config.eval.get('num_bins') or None)
   if figure_dir is not None and jax.process_index() == 0:
     images = figures.write_all(scored, source, figure_dir=Path(figure_dir),
-                               preprocess=config.data.eval_preprocess, primary_map=config.eval.map,
+                               preprocess=preprocess, primary_map=config.eval.map,
                                primary_score=config.eval.score, image_threshold=results['threshold'],
                                pixel_threshold=thresholds.get('pixel'), has_masks=has_masks)
     if writer is not None:

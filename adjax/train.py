@@ -160,9 +160,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
   data = config.data
   split_args = dict(name=data.name, category=data.category, data_dir=data.data_dir,
                     manual_dir=data.get('manual_dir') or None)
+  train_preprocess = data.train_preprocess.format(image_size=data.get('image_size'))
+  eval_preprocess = data.eval_preprocess.format(image_size=data.get('image_size'))
   train_source, _ = sources.load_split(split='train', **split_args)
   dataset = pipeline.train_dataset(
-      train_source, preprocess=data.train_preprocess, global_batch_size=batch_size, seed=config.seed,
+      train_source, preprocess=train_preprocess, global_batch_size=batch_size, seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count())
 
   state = create_train_state(method, seed=config.seed, sample_images=dataset[0]['image'][:1])
@@ -183,32 +185,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
 
   batches = pipeline.device_iterator(dataset, start_step=start_step, sharding=sharding)
   train_start = time.perf_counter()
-  for step in range(start_step + 1, num_steps + 1):
-    state, metrics = train_step(state, next(batches))
-    progress(step)
-    is_last = step == num_steps
-    if step % log_every == 0 or step % checkpoint_every == 0 or is_last:
-      metrics = jax.device_get(metrics)
-      if not metrics.pop('finite'):
-        raise TrainingDiverged(
-            f'training diverged at step {step} (non-finite loss or parameters: {metrics}); the last good '
-            f'checkpoint in {workdir / "checkpoints"} is kept')
-      writer.write_scalars(step, metrics)
-    if step % checkpoint_every == 0 or is_last:
-      seconds = train_seconds_before + time.perf_counter() - train_start
-      _save(manager, state, method_name=method.name, train_seconds=seconds)
-  jax.block_until_ready(state)
+  try:
+    for step in range(start_step + 1, num_steps + 1):
+      state, metrics = train_step(state, next(batches))
+      progress(step)
+      is_last = step == num_steps
+      if step % log_every == 0 or step % checkpoint_every == 0 or is_last:
+        metrics = jax.device_get(metrics)
+        if not metrics.pop('finite'):
+          raise TrainingDiverged(
+              f'training diverged at step {step} (non-finite loss or parameters: {metrics}); the last '
+              f'good checkpoint in {workdir / "checkpoints"} is kept')
+        writer.write_scalars(step, metrics)
+      if step % checkpoint_every == 0 or is_last:
+        seconds = train_seconds_before + time.perf_counter() - train_start
+        _save(manager, state, method_name=method.name, train_seconds=seconds)
+    jax.block_until_ready(state)
+  finally:
+    # Finish an in-flight (asynchronous) save even when training stops with an error.
+    manager.wait_until_finished()
+    writer.flush()
   session_seconds = time.perf_counter() - train_start
-  manager.wait_until_finished()
   steps_run = num_steps - start_step
 
   eval_start = time.perf_counter()
   variables = variables_of(state)
-  fit_batches = pipeline.eval_batches(train_source, preprocess=data.eval_preprocess,
-                                      batch_size=config.eval.batch_size)
-  statistics = method.fit(variables, fit_batches)
+  statistics = method.fit(variables, lambda: pipeline.eval_batches(
+      train_source, preprocess=eval_preprocess, batch_size=config.eval.batch_size))
   test_source, test_info = sources.load_split(split='test', **split_args)
   results = evaluate.evaluate(method, variables, statistics, test_source, config=config,
+                              preprocess=eval_preprocess,
                               has_masks=test_info['has_masks'], devices=devices,
                               figure_dir=workdir / 'figures', writer=writer)
   results.update(

@@ -20,12 +20,11 @@ ARRAY_KEYS = ('image', 'mask', 'label', 'has_mask')
 
 
 def _preprocessor(spec: str):
-  """Returns `fn(example, rng) -> example` that keeps only the array fields, float32 image and mask."""
+  """Returns `fn(example, rng) -> example` keeping the array fields (image and mask end as float32)."""
   ops = transforms.parse(spec)
 
   def preprocess(example, rng):
     example = ops(dict(example), rng)
-    example = transforms.to_float(example, None) if example['image'].dtype == np.uint8 else example
     return {key: np.asarray(example[key]) for key in ARRAY_KEYS}
 
   return preprocess

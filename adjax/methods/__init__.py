@@ -8,7 +8,8 @@ The contract between a method and the loop (shapes per device; the loop adds `pm
   loss_fn(params, model_state, batch, rng) -> (per_example_loss [batch], (new_model_state, metrics))
       `model_state` is `variables` without 'params'; `metrics` maps names to per-example `[batch]` or scalar
       values (averaged by the loop). The loop averages the loss over the batch and the devices.
-  fit(variables, batches) -> statistics     post-training statistics from an iterable of host training batches
+  fit(variables, make_batches) -> statistics   post-training statistics; `make_batches()` gives a fresh
+      iterator over the training split in eval preprocessing (host batches with a `valid [batch]` flag)
   score(variables, statistics, images) -> (maps, scores)
       `maps`: name -> `[batch, height, width]` anomaly maps at input resolution (higher = more anomalous);
       `scores`: name -> `[batch]` image scores. `config.eval.map` / `config.eval.score` pick the primary ones.
@@ -35,7 +36,7 @@ class Method(NamedTuple):
   name: str
   init: Callable[..., Any]
   loss_fn: Callable[..., Any]
-  fit: Callable[[Any, Iterable[dict]], Any]
+  fit: Callable[[Any, Callable[[], Iterable[dict]]], Any]
   score: Callable[..., Any]
   optimizer: optax.GradientTransformation
   thresholds: Callable[[Any], dict] = lambda statistics: {'image': None, 'pixel': None}
