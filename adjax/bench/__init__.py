@@ -1,0 +1,1 @@
+"""Benchmarks run as `python -m adjax.bench.<name>`; they measure, they are not tests."""
