@@ -54,30 +54,36 @@ def compute_metrics(scored: dict, *, primary_map: str, primary_score: str, has_m
   """Image metrics for every score, pixel metrics for every map, and the primary ones at top level."""
   labels = scored['labels']
   results = {'num_test_images': int(labels.size), 'num_anomalous_test_images': int(labels.sum())}
-  results['image_auroc_by_score'] = {name: metrics.image_auroc(value, labels)
-                                     for name, value in scored['scores'].items()}
+  both_classes = 0 < labels.sum() < labels.size
+  if not both_classes:
+    logging.warning('Image AUROC and F1 are null: the test split holds only one class of images.')
+  results['image_auroc_by_score'] = {
+      name: metrics.image_auroc(value, labels) if both_classes else None
+      for name, value in scored['scores'].items()}
   primary_scores = scored['scores'][primary_score]
-  f1, f1_threshold = metrics.f1_max(primary_scores, labels)
+  f1, f1_threshold = metrics.f1_max(primary_scores, labels) if both_classes else (None, None)
   results.update(image_auroc=results['image_auroc_by_score'][primary_score], image_f1_max=f1)
   if image_threshold is None:
-    results.update(threshold=f1_threshold, threshold_source='test_f1_max')
-  else:
+    results.update(threshold=f1_threshold, threshold_source='test_f1_max' if both_classes else None)
+  elif both_classes:
     precision, recall, f1_at = metrics.precision_recall_f1(primary_scores, labels,
                                                            threshold=image_threshold)
     results.update(threshold=image_threshold, threshold_source='training_statistics',
                    image_precision=precision, image_recall=recall, image_f1=f1_at)
+  else:
+    results.update(threshold=image_threshold, threshold_source='training_statistics')
   results['pixel_metrics_by_map'] = {}
   pixel = {'pixel_auroc': None, 'pixel_ap': None, 'pixel_aupro': None}
   if has_masks:
     keep = scored['has_mask']
     masks = scored['masks'][keep]
-    for name, maps in scored['maps'].items():
-      maps = maps[keep]
-      results['pixel_metrics_by_map'][name] = {
-          'pixel_auroc': metrics.pixel_auroc(maps, masks, num_bins=num_bins),
-          'pixel_ap': metrics.pixel_ap(maps, masks, num_bins=num_bins),
-          'pixel_aupro': metrics.aupro(maps, masks, fpr_limit=fpr_limit, num_bins=num_bins)}
-    pixel = results['pixel_metrics_by_map'][primary_map]
+    if masks.any() and not masks.all():
+      for name, maps in scored['maps'].items():
+        results['pixel_metrics_by_map'][name] = metrics.pixel_metrics(
+            maps[keep], masks, fpr_limit=fpr_limit, num_bins=num_bins)
+      pixel = results['pixel_metrics_by_map'][primary_map]
+    else:
+      logging.warning('Pixel metrics are null: the test masks hold only one class of pixels.')
   results.update(pixel)
   results.update(primary_map=primary_map, primary_score=primary_score)
   return results

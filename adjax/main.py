@@ -88,6 +88,13 @@ def _preset_suffix() -> str:
   return ''
 
 
+def _quiet_libraries(record) -> bool:
+  """Keeps INFO lines from adjax and clu (progress, metrics); libraries speak from WARNING up."""
+  return record.levelno >= logging.converter.STANDARD_WARNING or '/adjax/' in record.pathname or (
+      '/clu/' in record.pathname)
+
+
 if __name__ == '__main__':
   logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().addFilter(_quiet_libraries)
   app.run(main, flags_parser=_parse_flags)
