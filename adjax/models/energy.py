@@ -1,0 +1,118 @@
+"""The all-convolutional energy network of the EBM method (seed 004, Table 3).
+
+  conv 3x3, stride 1, 'SAME'          -> first_features (32)   ELU
+  conv 4x4, stride 2, padding 1 (x N) -> features (64, 128, 256, 256, 256)   ELU after each
+  conv kh x kw, 'VALID'               -> 1 energy per image   (no activation)
+
+At 128x128 the five stride-2 convs leave 4x4 and the last conv is the paper's 4x4 'VALID' conv. For
+other sizes its kernel is whatever spatial size is left, so the net always returns one scalar per
+image. The net has no normalisation layer, so images in a batch never interact: the energy of an
+image, and its gradient w.r.t. that image, do not depend on the rest of the batch
+(`adjax.scoring.gradient_map` relies on this).
+
+Sign convention: low energy = likely, p(x) ∝ exp(-E(x)).
+"""
+
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from adjax import errors
+
+# Widths of the five stride-2 convs of seed 004, Table 3 (for 128x128 inputs).
+TABLE3_FEATURES = (64, 128, 256, 256, 256)
+# Spatial size left for the final conv in Table 3 (its 4x4 'VALID' kernel).
+FINAL_KERNEL_SIZE = 4
+
+
+def num_downsamplings_for(image_size: int) -> int:
+  """Number of stride-2 convs that bring `image_size` down to 4, as Table 3 does for 128 (-> 5).
+
+  Examples: 128 -> 5, 64 -> 4, 32 -> 3, 256 -> 6.
+  Raises InputError unless image_size = 4 * 2**k with k >= 1.
+  """
+  ratio = image_size // FINAL_KERNEL_SIZE
+  if (image_size % FINAL_KERNEL_SIZE or ratio < 2 or ratio & (ratio - 1)):
+    raise errors.InputError(
+        f'EBM image size must be 4 * 2**k (8, 16, 32, 64, 128, 256, ...), got {image_size}')
+  return int(math.log2(ratio))
+
+
+def features_for(image_size: int) -> tuple[int, ...]:
+  """Table 3 stride-2 widths adapted to `image_size`: a prefix below 128, extra 256s above."""
+  count = num_downsamplings_for(image_size)
+  return (TABLE3_FEATURES + (TABLE3_FEATURES[-1],) * count)[:count]
+
+
+# PyTorch's default Conv2d weight init (kaiming_uniform with a=sqrt(5)) is U(±1/sqrt(fan_in)). The
+# reference short-run EBM code keeps it, and its SGLD step size 1 / noise 0.01 go with energies
+# of that scale; Flax's lecun_normal is ~sqrt(3)x larger per layer.
+_TORCH_KERNEL_INIT = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
+
+
+def _torch_bias_init(fan_in: int):
+  """PyTorch's default Conv2d bias init, U(±1/sqrt(fan_in)); Flax bias inits do not see fan_in."""
+  bound = 1 / math.sqrt(fan_in)
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+class EnergyNet(nn.Module):
+  """Energy E(x) per image; seed 004 Table 3 with the default widths.
+
+  Attributes:
+    first_features: width of the first 3x3 conv.
+    features: widths of the 4x4 stride-2 convs (one downsampling each). Height and width of the
+      input must be divisible by 2**len(features); see `features_for(image_size)`.
+    initialization: 'pytorch' (default; PyTorch's Conv2d init, as in the reference code) or 'flax'
+      (lecun_normal kernels, zero biases).
+    dtype: compute dtype of the convs (None = from the inputs/params); energies come back in at
+      least float32.
+  """
+  first_features: int = 32
+  features: Sequence[int] = TABLE3_FEATURES
+  initialization: str = 'pytorch'
+  dtype: Any = None
+
+  def _conv(self, features, kernel_size, strides, padding, fan_in, name):
+    inits = {}
+    if self.initialization == 'pytorch':
+      inits = dict(kernel_init=_TORCH_KERNEL_INIT, bias_init=_torch_bias_init(fan_in))
+    return nn.Conv(features, kernel_size, strides=strides, padding=padding, dtype=self.dtype,
+                   name=name, **inits)
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> jax.Array:
+    """Energies of images float [batch, height, width, channels] -> float32 (float64) [batch]."""
+    if images.ndim != 4:
+      raise errors.InputError(
+          f'EnergyNet expects images [batch, height, width, channels], got shape {images.shape}')
+    if self.initialization not in ('pytorch', 'flax'):
+      raise errors.InputError(
+          f"EnergyNet initialization must be 'pytorch' or 'flax', got {self.initialization!r}")
+    _, height, width, channels = images.shape
+    factor = 2**len(self.features)
+    if height % factor or width % factor:
+      raise errors.InputError(
+          f'EnergyNet with {len(self.features)} stride-2 convs needs height and width divisible by '
+          f'{factor}, got {height}x{width}; choose features=features_for(image_size)')
+    final_kernel = (height // factor, width // factor)
+
+    x = self._conv(self.first_features, (3, 3), 1, 'SAME', 9 * channels, 'conv_in')(images)
+    x = nn.elu(x)
+    fan_in = 16 * self.first_features
+    for index, width_out in enumerate(self.features):
+      # Padding 1 on each side, as PyTorch's Conv2d(k=4, s=2, p=1): exactly halves even sizes.
+      x = self._conv(width_out, (4, 4), 2, ((1, 1), (1, 1)), fan_in, f'down_{index}')(x)
+      x = nn.elu(x)
+      fan_in = 16 * width_out
+    fan_in = final_kernel[0] * final_kernel[1] * x.shape[-1]
+    x = self._conv(1, final_kernel, 1, 'VALID', fan_in, 'conv_out')(x)
+    # Energies at least float32 even when computing in bfloat16 (float64 stays float64).
+    return x.reshape(x.shape[0]).astype(jnp.promote_types(x.dtype, jnp.float32))
