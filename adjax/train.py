@@ -178,6 +178,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
   progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
   train_step = make_train_step(method, devices)
   sharding = pipeline.device_sharding(devices)
+  state = pipeline.replicate(state, sharding)
   log_every = config.train.get('log_every', 50)
   checkpoint_every = config.train.get('checkpoint_every', 1000)
   logging.info('Training %s for %d steps from step %d on %d device(s)', method.name, num_steps,

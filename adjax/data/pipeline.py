@@ -85,6 +85,13 @@ def device_sharding(devices: Sequence[jax.Device] | None = None) -> jax.sharding
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('batch'))
 
 
+def replicate(tree, sharding: jax.sharding.NamedSharding):
+  """Places a copy of every array of `tree` on each device of `sharding`'s mesh (how pmap returns
+  unmapped outputs): feeding the state in this layout from the first step avoids a second trace."""
+  replicated = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+  return jax.device_put(tree, replicated)
+
+
 def shard(batch: dict[str, np.ndarray], sharding: jax.sharding.NamedSharding) -> dict[str, jax.Array]:
   """`[batch, ...]` host arrays → `[devices, batch / devices, ...]` arrays placed on the devices."""
   num_devices = sharding.mesh.devices.size
