@@ -185,7 +185,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
                start_step, len(devices))
 
   batches = pipeline.device_iterator(dataset, start_step=start_step, sharding=sharding)
-  train_start = time.perf_counter()
+  train_start = last_log_time = time.perf_counter()
+  last_log_step = start_step
   try:
     for step in range(start_step + 1, num_steps + 1):
       state, metrics = train_step(state, next(batches))
@@ -197,6 +198,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
           raise TrainingDiverged(
               f'training diverged at step {step} (non-finite loss or parameters: {metrics}); the last '
               f'good checkpoint in {workdir / "checkpoints"} is kept')
+        now = time.perf_counter()
+        metrics['images_per_second'] = (step - last_log_step) * batch_size / (now - last_log_time)
+        last_log_step, last_log_time = step, now
         writer.write_scalars(step, metrics)
       if step % checkpoint_every == 0 or is_last:
         seconds = train_seconds_before + time.perf_counter() - train_start

@@ -15,7 +15,6 @@ Filenames record where each crop came from: `<split>/<defect_type>/<index>_r<top
 
 import zlib
 
-from etils import epath
 import numpy as np
 from skimage import color
 from skimage import data as skimage_data
@@ -144,13 +143,6 @@ class Textures(tfds.core.GeneratorBasedBuilder):
       tfds.core.BuilderConfig(name=name, description=f'scikit-image {name}() photo, 128x128 crops')
       for name in CATEGORIES
   ]
-
-  # tfds finds a builder's file through the `importlib_resources` backport, which adjax does not install
-  # (Python 3.11 has it as `importlib.resources`); this module's path is the same answer.
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    return epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
