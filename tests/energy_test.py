@@ -1,13 +1,13 @@
 """Tests of adjax.models.energy: shapes, parameter count of Table 3, a numpy forward reference."""
 
 import jax
-import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from adjax import errors
 from adjax.models import energy
+from jaxpr_helpers import primitive_names  # pylint: disable=g-bad-import-order
 
 
 def _num_params(params):
@@ -25,15 +25,6 @@ def _random_params(net, shape, seed=0):
   return jax.tree.map(lambda s: jnp.asarray(rng.uniform(-0.3, 0.3, s.shape), jnp.float32),
                       _shapes(net, shape))
 
-
-def _primitive_names(jaxpr):
-  """Primitive names of a jaxpr, including those inside nested jit/scan bodies."""
-  names = []
-  for eqn in getattr(jaxpr, 'jaxpr', jaxpr).eqns:
-    names.append(eqn.primitive.name)
-    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-      names.extend(_primitive_names(sub))
-  return names
 
 
 def test_table3_parameter_count_and_shape_at_128():
@@ -127,7 +118,7 @@ def test_forward_matches_numpy_reference_with_elu_and_padding_1():
 def test_elu_follows_every_conv_but_the_last():
   net = energy.EnergyNet(first_features=4, features=(8, 8, 8))
   params = _random_params(net, (1, 32, 32, 3))
-  primitives = _primitive_names(jax.make_jaxpr(net.apply)(params, jnp.ones((1, 32, 32, 3))))
+  primitives = primitive_names(jax.make_jaxpr(net.apply)(params, jnp.ones((1, 32, 32, 3))))
   assert primitives.count('conv_general_dilated') == 5
   assert primitives.count('expm1') == 4  # jax.nn.elu uses expm1; the final conv has no activation
   assert primitives[-1] != 'expm1'

@@ -4,7 +4,6 @@ import functools
 import math
 
 import jax
-import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from adjax import errors
 from adjax import sampling
 from adjax.models import energy
+from jaxpr_helpers import primitive_names  # pylint: disable=g-bad-import-order
 
 
 def _quadratic_energy(mean, scale):
@@ -26,14 +26,6 @@ def _tiny_net_and_params(shape, seed=0):
   params = jax.tree.map(lambda s: jnp.asarray(rng.uniform(-0.3, 0.3, s.shape), jnp.float32), shapes)
   return net, params
 
-
-def _primitive_names(jaxpr):
-  names = []
-  for eqn in getattr(jaxpr, 'jaxpr', jaxpr).eqns:
-    names.append(eqn.primitive.name)
-    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-      names.extend(_primitive_names(sub))
-  return names
 
 
 def test_langevin_parameters():
@@ -101,7 +93,7 @@ def test_sampler_is_a_single_scan():
   jaxpr = jax.make_jaxpr(lambda x0, rng: sampling.sgld(
       energy_fn, x0, rng, num_steps=100, step_size=0.1, noise_scale=0.01))(
           jnp.zeros((5, 3)), jax.random.key(0))
-  names = _primitive_names(jaxpr)
+  names = primitive_names(jaxpr)
   assert names.count('scan') == 1
   assert len(jaxpr.jaxpr.eqns) < 20  # not unrolled
 
