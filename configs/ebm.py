@@ -55,10 +55,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 16
-  config.train.num_steps = 400
+  config.train.num_steps = 100
   config.train.num_devices = 0  # 0: all local devices.
-  config.train.log_every = 20
-  config.train.checkpoint_every = 200
+  config.train.log_every = 10
+  config.train.checkpoint_every = 50
   config.train.checkpoints_to_keep = 2
 
   config.eval = ml_collections.ConfigDict()

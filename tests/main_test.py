@@ -48,7 +48,9 @@ def test_smoke_run_writes_results(tmp_path, data_dir):
     (['--config.train.no_such_key=1'], 'config.train.no_such_key'),
     (['--config.train.num_steps=many'], 'num_steps'),
     (['--config.data.name=no_such_dataset'], 'no_such_dataset'),
-    (['--config.data.name=mvtec_ad', '--config.data.manual_dir=/no/such/dir'], '/no/such/dir'),
+    (['--config.data.name=mvtec_ad', '--config.data.category=carpet',
+      '--config.data.manual_dir=/no/such/dir'], '/no/such/dir'),
+    (['--config.data.name=mvtec_ad', '--config.data.category=brick'], 'brick'),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, data_dir, args, message):
   workdir = tmp_path / 'run'
