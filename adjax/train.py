@@ -148,7 +148,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
 
   Returns the results dict (the contract in DESIGN.md). A workdir holding a checkpoint resumes from it.
   """
-  workdir = Path(workdir)
+  workdir = Path(workdir).absolute()  # orbax refuses relative paths.
   workdir.mkdir(parents=True, exist_ok=True)
   method = method or methods.get_method(config)
   devices = _devices(config)

@@ -31,10 +31,11 @@ def test_default_workdir_names_config_and_preset():
   assert adjax_main.default_workdir('configs/ebm.py') == Path('runs/ebm')
 
 
-def test_smoke_run_writes_results(tmp_path, data_dir):
-  workdir = tmp_path / 'run'
-  result = run_cli(f'--config={REPO}/configs/ebm.py:smoke', f'--workdir={workdir}', data_dir=data_dir)
+def test_smoke_run_writes_results_to_the_default_workdir(tmp_path, data_dir):
+  workdir = tmp_path / 'runs' / 'ebm-smoke'  # Relative to the current directory.
+  result = run_cli(f'--config={REPO}/configs/ebm.py:smoke', cwd=tmp_path, data_dir=data_dir)
   assert result.returncode == 0, result.stderr[-3000:]
+  assert 'runs/ebm-smoke' in result.stdout
   results = json.loads((workdir / 'results.json').read_text())
   assert results['method'] == 'ebm' and results['dataset'] == 'textures'
   assert set(results['image_auroc_by_score']) == {'energy', 'raw', 'std'}
