@@ -68,6 +68,7 @@ def test_fit_and_score_match_numpy():
   np.testing.assert_allclose(maps['std'], expected_map, rtol=2e-3, atol=2e-3)
   np.testing.assert_allclose(maps['raw'], np.sqrt((gradient ** 2).sum(-1)), rtol=1e-4, atol=1e-7)
   np.testing.assert_allclose(scores['std'], np.sqrt((expected_map ** 2).sum((1, 2))), rtol=2e-3)
+  np.testing.assert_allclose(scores['std_max'], expected_map.max((1, 2)), rtol=2e-3)
   train_scores = np.asarray(scores['std'])
   assert statistics['image_threshold']['std'] == pytest.approx(
       train_scores.mean() + 3 * train_scores.std(), rel=1e-3)

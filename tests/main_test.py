@@ -38,7 +38,7 @@ def test_smoke_run_writes_results_to_the_default_workdir(tmp_path, data_dir):
   assert 'runs/ebm-smoke' in result.stdout
   results = json.loads((workdir / 'results.json').read_text())
   assert results['method'] == 'ebm' and results['dataset'] == 'textures'
-  assert set(results['image_auroc_by_score']) == {'energy', 'raw', 'std'}
+  assert set(results['image_auroc_by_score']) == {'energy', 'raw', 'std', 'raw_max', 'std_max'}
   for key in ('pixel_auroc', 'pixel_ap', 'pixel_aupro', 'image_auroc'):
     assert 0.0 <= results[key] <= 1.0
   assert (workdir / 'figures' / 'histograms.png').exists()
