@@ -83,3 +83,10 @@ def test_build_and_read_without_tensorflow(tmp_path):
   """)
   output = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, check=True).stdout
   assert output.strip().splitlines()[-1] == '[0, 6] False'
+
+
+def test_empty_data_dir_means_the_tfds_default_not_the_current_directory(tmp_path, monkeypatch):
+  monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path / 'tfds_home'))
+  monkeypatch.chdir(tmp_path / '..')
+  builder = sources.make_builder(name='digits', category='3', data_dir='')
+  assert str(builder.data_dir).startswith(str(tmp_path / 'tfds_home'))

@@ -10,6 +10,7 @@ optional builder does not affect the others. To add a dataset, add one line to `
 """
 
 import importlib
+import os
 import pathlib
 from typing import Any, NamedTuple
 
@@ -69,7 +70,8 @@ def make_builder(*, name: str, category, data_dir, manual_dir=None) -> tfds.core
   else:
     raise InputError(f'data.category: unknown {name} category {category!r}; valid categories: '
                      f'{", ".join(builder_cls.builder_configs)}')
-  data_dir = pathlib.Path(data_dir).expanduser()
+  # Empty means tfds's own default ($TFDS_DATA_DIR or ~/tensorflow_datasets), never the current directory.
+  data_dir = pathlib.Path(data_dir or os.environ.get('TFDS_DATA_DIR', '~/tensorflow_datasets')).expanduser()
   return builder_cls(data_dir=str(data_dir), config=config, file_format='array_record')
 
 
