@@ -67,8 +67,9 @@ def main(argv):
   if len(argv) > 1:
     _fail(f'unexpected arguments: {" ".join(argv[1:])}')
   from adjax import train  # pylint: disable=g-import-not-at-top  (slow imports after flag checks)
+  # The config flag's argument keeps its `:preset` suffix.
   workdir = Path(_WORKDIR.value) if _WORKDIR.value else default_workdir(
-      config_flags.get_config_filename(flags.FLAGS['config']) + _preset_suffix())
+      config_flags.get_config_filename(flags.FLAGS['config']))
   print(f'adjax: workdir {workdir}', flush=True)
   try:
     results = train.train_and_evaluate(_CONFIG.value, workdir)
@@ -79,13 +80,6 @@ def main(argv):
   summary = {k: results[k] for k in ('image_auroc', 'pixel_auroc', 'pixel_aupro') if k in results}
   print(f'adjax: wrote {workdir / "results.json"}: ' +
         ', '.join(f'{k} {v:.4f}' if v is not None else f'{k} n/a' for k, v in summary.items()))
-
-
-def _preset_suffix() -> str:
-  for argument in sys.argv[1:]:
-    if argument.startswith('--config=') and ':' in argument:
-      return ':' + argument.split(':', 1)[1]
-  return ''
 
 
 def _quiet_libraries(record) -> bool:

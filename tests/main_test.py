@@ -35,7 +35,7 @@ def test_smoke_run_writes_results_to_the_default_workdir(tmp_path, data_dir):
   workdir = tmp_path / 'runs' / 'ebm-smoke'  # Relative to the current directory.
   result = run_cli(f'--config={REPO}/configs/ebm.py:smoke', cwd=tmp_path, data_dir=data_dir)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert 'runs/ebm-smoke' in result.stdout
+  assert 'adjax: workdir runs/ebm-smoke\n' in result.stdout
   results = json.loads((workdir / 'results.json').read_text())
   assert results['method'] == 'ebm' and results['dataset'] == 'textures'
   assert set(results['image_auroc_by_score']) == {'energy', 'raw', 'std', 'raw_max', 'std_max'}
