@@ -89,6 +89,14 @@ def compute_metrics(scored: dict, *, primary_map: str, primary_score: str, has_m
   return results
 
 
+def no_test_split_metrics() -> dict:
+  """The metrics of `results.json` for a train-only dataset: all null, none omitted."""
+  return {'num_test_images': 0, 'num_anomalous_test_images': 0, 'image_auroc': None,
+          'image_f1_max': None, 'threshold': None, 'threshold_source': None, 'pixel_auroc': None,
+          'pixel_ap': None, 'pixel_aupro': None, 'image_auroc_by_score': {},
+          'pixel_metrics_by_map': {}}
+
+
 def evaluate(method: methods.Method, variables, statistics, source, *, config, preprocess: str,
              has_masks: bool,
              devices=None, figure_dir: Path | None = None, writer=None) -> dict:

@@ -217,11 +217,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
   variables = variables_of(state)
   statistics = method.fit(variables, lambda: pipeline.eval_batches(
       train_source, preprocess=eval_preprocess, batch_size=config.eval.batch_size))
-  test_source, test_info = sources.load_split(split='test', **split_args)
-  results = evaluate.evaluate(method, variables, statistics, test_source, config=config,
-                              preprocess=eval_preprocess,
-                              has_masks=test_info['has_masks'], devices=devices,
-                              figure_dir=workdir / 'figures', writer=writer)
+  if 'test' in sources.split_names(**split_args):
+    test_source, test_info = sources.load_split(split='test', **split_args)
+    results = evaluate.evaluate(method, variables, statistics, test_source, config=config,
+                                preprocess=eval_preprocess,
+                                has_masks=test_info['has_masks'], devices=devices,
+                                figure_dir=workdir / 'figures', writer=writer)
+  else:
+    logging.warning('%s/%s has no test split: trained and fitted, nothing to evaluate.', data.name,
+                    data.category)
+    results = evaluate.no_test_split_metrics()
+    thresholds = method.thresholds(statistics)
+    results.update(threshold=thresholds.get('image'),
+                   threshold_source='training_statistics' if thresholds.get('image') is not None else None)
   results.update(
       method=method.name, dataset=data.name, category=data.category, seed=config.seed,
       num_train_steps=num_steps, train_seconds=train_seconds_before + session_seconds,

@@ -134,3 +134,20 @@ def test_checkpoint_of_another_method_is_refused(tmp_path, data_dir):
   other = mean_image_method()._replace(name='other_method')
   with pytest.raises(InputError, match='mean_image'):
     train.train_and_evaluate(digits_config(data_dir), tmp_path, method=other)
+
+
+def test_train_only_folder_trains_and_writes_null_metrics(tmp_path):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  good = tmp_path / 'data' / 'parts' / 'train' / 'good'
+  good.mkdir(parents=True)
+  rng = np.random.default_rng(0)
+  for index in range(8):
+    Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(good / f'{index}.png')
+  config = digits_config(tmp_path / 'tfds', num_steps=2, batch_size=4)
+  config.data.update(name='folder', category='parts', manual_dir=str(tmp_path / 'data'))
+  results = train.train_and_evaluate(config, tmp_path / 'run', method=mean_image_method())
+  written = json.loads((tmp_path / 'run' / 'results.json').read_text())
+  assert written['num_train_steps'] == 2 and written['num_test_images'] == 0
+  for key in ('image_auroc', 'pixel_auroc', 'pixel_ap', 'pixel_aupro', 'image_f1_max', 'threshold'):
+    assert key in written and written[key] is None
+  assert results['image_auroc'] is None

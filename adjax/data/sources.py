@@ -94,6 +94,13 @@ def _has_masks(builder: tfds.core.DatasetBuilder) -> bool:
   return any(bool(test[index]['has_mask']) for index in range(len(test)))
 
 
+def split_names(*, name: str, category, data_dir, manual_dir=None) -> list[str]:
+  """The splits `name/category` has (building it if needed), e.g. ['test', 'train']."""
+  builder = make_builder(name=name, category=category, data_dir=data_dir, manual_dir=manual_dir)
+  prepare(builder, name=name, manual_dir=manual_dir)
+  return sorted(builder.info.splits.keys())
+
+
 def load_split(*, name: str, category, split: str, data_dir, manual_dir=None) -> tuple[Any, dict]:
   """Builds `name/category` if needed and opens one split for random access.
 
