@@ -2,7 +2,6 @@
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from adjax.models import resnet
@@ -11,13 +10,6 @@ from adjax.models import weights
 # Parameter counts torchvision documents for its ImageNet models.
 TORCHVISION_PARAMETERS = {'resnet18': 11_689_512, 'resnet50': 25_557_032, 'resnet152': 60_192_808,
                           'wide_resnet50_2': 68_883_240}
-
-
-@pytest.fixture(name='reference')
-def reference_fixture():
-  pytest.importorskip('torch')
-  import torch_reference  # pylint: disable=g-import-not-at-top
-  return torch_reference
 
 
 def _abstract_features(model, size, outputs):

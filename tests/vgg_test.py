@@ -14,13 +14,6 @@ TORCHVISION_PARAMETERS = {'vgg11': 132_863_336, 'vgg11_bn': 132_868_840, 'vgg16'
                           'vgg16_bn': 138_365_992}
 
 
-@pytest.fixture(name='reference')
-def reference_fixture():
-  pytest.importorskip('torch')
-  import torch_reference  # pylint: disable=g-import-not-at-top
-  return torch_reference
-
-
 def _abstract_features(model, size, outputs):
   return jax.eval_shape(lambda: model.init_with_output(
       jax.random.PRNGKey(0), jnp.zeros((2, size, size, 3)), outputs=outputs))

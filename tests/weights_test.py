@@ -15,13 +15,6 @@ from adjax import errors
 from adjax.models import weights
 
 
-@pytest.fixture(name='reference')
-def reference_fixture():
-  pytest.importorskip('torch')
-  import torch_reference  # pylint: disable=g-import-not-at-top
-  return torch_reference
-
-
 def _fake_state_dict(arch, *, seed=0, **model_kwargs):
   """Random arrays under the torchvision keys and shapes the architecture expects (no torch)."""
   rng = np.random.default_rng(seed)

@@ -98,8 +98,8 @@ def main(argv=None):
   print(f'\ndata: {args.num_images} maps of {args.size}x{args.size} float32 + uint8 masks = '
         f'{first["data_mb"]:.0f} MB, anomalous pixels {first["anomalous_fraction"]:.2%}, '
         f'num_bins={args.num_bins}')
-  print(f'\n| metric | exact s (cpu s) | exact extra MB | binned s (cpu s) | binned extra MB | '
-        f'abs(binned - exact) |')
+  print('\n| metric | exact s (cpu s) | exact extra MB | binned s (cpu s) | binned extra MB | '
+        'abs(binned - exact) |')
   print('|---|---|---|---|---|---|')
   for metric in args.metrics:
     exact, binned = rows[metric, 'exact'], rows[metric, 'binned']
