@@ -7,6 +7,7 @@ method's post-training statistics, evaluates on the test split and writes `resul
 """
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -150,7 +151,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
   """
   workdir = Path(workdir).absolute()  # orbax refuses relative paths.
   workdir.mkdir(parents=True, exist_ok=True)
-  method = method or methods.get_method(config)
   devices = _devices(config)
   batch_size = config.train.batch_size
   if batch_size % (len(devices) * jax.process_count()):
@@ -163,6 +163,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
   train_preprocess = data.train_preprocess.format(image_size=data.get('image_size'))
   eval_preprocess = data.eval_preprocess.format(image_size=data.get('image_size'))
   train_source, _ = sources.load_split(split='train', **split_args)
+  method = method or methods.get_method(config, train_size=len(train_source))
   dataset = pipeline.train_dataset(
       train_source, preprocess=train_preprocess, global_batch_size=batch_size, seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count())
@@ -170,7 +171,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
   state = create_train_state(method, seed=config.seed, sample_images=dataset[0]['image'][:1])
   manager = _checkpoint_manager(workdir, config)
   state, train_seconds_before = _restore(manager, state, method.name)
-  start_step, num_steps = int(state.step), config.train.num_steps
+  start_step, num_steps = int(state.step), num_train_steps(config, train_size=len(train_source))
 
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   if start_step == 0:
@@ -241,6 +242,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
   if jax.process_index() == 0:
     _write_json_atomically(workdir / 'results.json', results)
   return results
+
+
+def num_train_steps(config, *, train_size: int) -> int:
+  """`config.train.num_steps`, or `ceil(num_epochs * train_size / batch_size)` when `num_epochs` is set."""
+  num_epochs = config.train.get('num_epochs') or 0
+  if not num_epochs:
+    return config.train.num_steps
+  if num_epochs < 0:
+    raise InputError(f'config.train.num_epochs: must be >= 0, got {num_epochs}')
+  return math.ceil(num_epochs * train_size / config.train.batch_size)
 
 
 def _flat_hparams(config) -> dict:

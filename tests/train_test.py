@@ -151,3 +151,20 @@ def test_train_only_folder_trains_and_writes_null_metrics(tmp_path):
   for key in ('image_auroc', 'pixel_auroc', 'pixel_ap', 'pixel_aupro', 'image_f1_max', 'threshold'):
     assert key in written and written[key] is None
   assert results['image_auroc'] is None
+
+
+def test_num_epochs_sets_the_number_of_steps():
+  config = ml_collections.ConfigDict({'train': {'num_steps': 7, 'batch_size': 4, 'num_epochs': 0}})
+  assert train.num_train_steps(config, train_size=10) == 7
+  config.train.num_epochs = 3  # 30 images in batches of 4 -> 8 steps (the last one wraps around).
+  assert train.num_train_steps(config, train_size=10) == 8
+  config.train.num_epochs = -1
+  with pytest.raises(InputError, match='num_epochs'):
+    train.num_train_steps(config, train_size=10)
+
+
+def test_every_method_module_is_known_and_unknown_names_are_refused():
+  from adjax import methods
+  assert 'ebm' in methods.known_methods()
+  with pytest.raises(InputError, match="unknown method 'nope'"):
+    methods.get_method(ml_collections.ConfigDict({'method': 'nope'}))

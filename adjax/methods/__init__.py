@@ -1,7 +1,9 @@
 """Methods plug into the one train loop through `Method`, a bundle of pure functions.
 
-A method module `adjax/methods/<name>.py` defines `make(config) -> Method`; `get_method(config)` picks it by
-`config.method`. Only `make` reads the config; the functions it returns take arrays.
+A method module `adjax/methods/<name>.py` defines `make(config, *, train_size=None) -> Method`;
+`get_method(config)` picks it by `config.method` (every module here with a `make` is a method). Only `make`
+reads the config; the functions it returns take arrays. `train_size` (number of training images, given by
+the loop) lets a method express schedules in epochs.
 
 The contract between a method and the loop (shapes per device; the loop adds `pmap`, `pmean`, reductions):
   init(rng, images) -> variables            `{'params': ..., <other collections, e.g. 'batch_stats'>}`
@@ -21,6 +23,7 @@ The contract between a method and the loop (shapes per device; the loop adds `pm
 """
 
 import importlib
+import pkgutil
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -28,8 +31,6 @@ import jax
 import optax
 
 from adjax.errors import InputError
-
-KNOWN_METHODS = ('ebm',)
 
 
 class Method(NamedTuple):
@@ -43,8 +44,14 @@ class Method(NamedTuple):
   sync_state: Callable[[Any, str], Any] = lambda model_state, axis_name: jax.lax.pmean(model_state, axis_name)
 
 
-def get_method(config) -> Method:
+def known_methods() -> tuple[str, ...]:
+  """Names of the method modules in this package."""
+  return tuple(sorted(info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith('_')))
+
+
+def get_method(config, *, train_size: int | None = None) -> Method:
+  """The Method of `config.method`; `train_size` = number of training images (for epoch schedules)."""
   name = config.method
-  if name not in KNOWN_METHODS:
-    raise InputError(f'config.method: unknown method {name!r}; known: {", ".join(KNOWN_METHODS)}')
-  return importlib.import_module(f'adjax.methods.{name}').make(config)
+  if name not in known_methods():
+    raise InputError(f'config.method: unknown method {name!r}; known: {", ".join(known_methods())}')
+  return importlib.import_module(f'adjax.methods.{name}').make(config, train_size=train_size)

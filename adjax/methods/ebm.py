@@ -29,8 +29,12 @@ def make_optimizer(optim) -> optax.GradientTransformation:
   return optax.chain(*chain)
 
 
-def make(config) -> Method:
-  """Builds the EBM method from `config.model`, `config.ebm`, `config.optim`, `config.eval`."""
+def make(config, *, train_size: int | None = None) -> Method:
+  """Builds the EBM method from `config.model`, `config.ebm`, `config.optim`, `config.eval`.
+
+  `train_size` is unused: the EBM's schedule is in steps.
+  """
+  del train_size
   model = energy.EnergyNet(first_features=config.model.first_features,
                            features=tuple(config.model.features))
   hp = config.ebm

@@ -1,10 +1,5 @@
-"""Every pure loss of adjax, one place for all methods.
+"""Losses of the energy-based method (seed 004).
 
-Conventions (as in optax): losses are pure functions of arrays, return unreduced per-example (or
-per-element) values, take hyperparameters keyword-only, and document shapes. Reduction (mean over
-the batch, `lax.pmean` across devices) belongs to the caller's train step, never to the loss.
-
-EBM (seed 004):
   contrastive_divergence  E(x+) - E(x-) [+ regularization * (E(x+)^2 + E(x-)^2)]
 """
 

@@ -1,4 +1,4 @@
-"""Tests of adjax.losses: the EBM contrastive-divergence loss."""
+"""Tests of adjax.losses.ebm: the contrastive-divergence loss (through the package re-export)."""
 
 import jax
 import jax.numpy as jnp
