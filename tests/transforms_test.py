@@ -37,6 +37,7 @@ def _photo(shape=(20, 28, 3), seed=0):
     'resize((48, 40), method="nearest")', 'resize(11, method="nearest")', 'resize_short(12, method="nearest")',
     'resize_short(30, method="nearest")|random_crop((17, 23))|flip_lr|flip_ud|rot90',
     'to_float|flip_lr|resize((48, 40), method="nearest")|rot90',  # float image, float [h, w] mask
+    'crop_or_resize((20, 30), method="nearest")', 'crop_or_resize(16, crop_probability=1.0)',
 ])
 def test_mask_follows_image_through_geometric_ops(spec):
   preprocess = transforms.parse(spec)
@@ -217,6 +218,94 @@ def test_one_of():
   assert 2 < len(outputs)  # one resize result plus several crops
 
 
+def test_crop_or_resize_crops_or_resizes_half_the_time():
+  example = _coordinate_example()
+  resized = transforms.parse('resize((20, 30))')(example, np.random.default_rng(0))
+  crops = 0
+  for seed in range(200):
+    out = transforms.parse('crop_or_resize((20, 30))')(example, np.random.default_rng(seed))
+    assert out['image'].shape == (20, 30, 3) and out['mask'].shape == (20, 30)
+    if np.array_equal(out['image'], resized['image']):
+      np.testing.assert_array_equal(out['mask'], resized['mask'])
+      continue
+    crops += 1
+    rows, cols = _coordinates(out['image'])
+    np.testing.assert_array_equal(rows, rows[0, 0] + np.mgrid[:20, :30][0])  # a window of the original
+    np.testing.assert_array_equal(out['mask'], _pattern(rows, cols))
+  assert 75 < crops < 125
+  always = transforms.parse('crop_or_resize((20, 30), crop_probability=0)')
+  np.testing.assert_array_equal(always(example, np.random.default_rng(1))['image'], resized['image'])
+
+
+def test_seed_000_noise_setting_hits_half_the_pixels_at_a_tenth_of_the_std():
+  rng = np.random.default_rng(1)
+  image = rng.uniform(0.3, 0.7, (96, 96, 3)).astype(np.float32)
+  out = transforms.parse('gaussian_noise(0.1, 0.5)')({'image': image}, rng)['image']
+  change = out - image
+  touched = np.any(change != 0, axis=-1)
+  assert abs(touched.mean() - 0.5) < 0.03
+  np.testing.assert_allclose(change[touched].std(), 0.1 * image.std(), rtol=0.05)
+
+
+def _normal_example(size=64, seed=0):
+  rng = np.random.default_rng(seed)
+  return {'image': rng.integers(40, 200, (size, size, 3), dtype=np.uint8),
+          'mask': np.zeros((size, size, 1), np.uint8), 'label': np.int64(0), 'has_mask': np.False_}
+
+
+def test_confetti_replaces_half_the_images_and_labels_them():
+  example = _normal_example()
+  original = example['image'] / np.float32(255)
+  op = transforms.parse('confetti')  # probability 0.5, mode malformed_normal
+  modified = 0
+  for seed in range(200):
+    out = op(example, np.random.default_rng(seed))
+    assert out['has_mask'] and out['mask'].shape == (64, 64) and out['image'].dtype == np.float32
+    changed = not np.array_equal(out['image'], original)
+    assert out['label'] == int(changed) and out['label'].dtype == np.int64
+    np.testing.assert_array_equal(out['mask'], np.full((64, 64), float(changed)))
+    modified += changed
+  assert 75 < modified < 125
+  np.testing.assert_array_equal(example['image'], _normal_example()['image'])  # input untouched
+
+
+def test_confetti_pixels_mode_masks_exactly_the_changed_pixels():
+  for seed in range(20):
+    example = _normal_example(48, seed)
+    out = transforms.parse('confetti(1.0, "pixels")')(example, np.random.default_rng(seed))
+    changed = np.any(out['image'] != example['image'] / np.float32(255), axis=-1)
+    assert out['label'] == 1 and out['has_mask'] and changed.any()
+    np.testing.assert_array_equal(out['mask'], changed.astype(np.float32))
+    assert 0 <= out['image'].min() and out['image'].max() <= 1
+  # Deterministic for a seed; different seeds give different noise.
+  runs = [transforms.parse('confetti(1.0, "pixels")')(_normal_example(), np.random.default_rng(s))['image']
+          for s in (3, 3, 4)]
+  np.testing.assert_array_equal(runs[0], runs[1])
+  assert not np.array_equal(runs[0], runs[2])
+
+
+def test_confetti_without_mask_and_placement_checks():
+  out = transforms.parse('confetti(0.0)')({'image': _photo(), 'label': np.int64(0)}, np.random.default_rng(0))
+  assert out['has_mask'] and out['label'] == 0 and not out['mask'].any() and out['mask'].shape == (20, 28)
+  with pytest.raises(InputError, match='before'):
+    transforms.parse('local_contrast_normalization|confetti')({'image': _photo()}, np.random.default_rng(0))
+  on_float = transforms.parse('to_float|confetti(1.0, "pixels")')(_normal_example(), np.random.default_rng(0))
+  assert on_float['label'] == 1 and on_float['mask'].any()
+
+
+def test_fcdd_training_spec_with_confetti():
+  spec = ('resize(80)|confetti(1.0, "pixels")|crop_or_resize(64)'
+          '|one_of(["color_jitter(0.04, 0.04, 0.04, 0.04)", "color_jitter(0.0005, 0.0005, 0.0005, 0.0005)"])'
+          '|gaussian_noise(0.1, 0.5)|local_contrast_normalization|min_max')
+  preprocess = transforms.parse(spec)
+  example = _normal_example(100)
+  first = preprocess(example, np.random.default_rng(7))
+  np.testing.assert_array_equal(first['image'], preprocess(example, np.random.default_rng(7))['image'])
+  assert first['image'].shape == (64, 64, 3) and first['mask'].shape == (64, 64)
+  assert first['image'].min() == 0 and first['image'].max() == 1
+  assert first['label'] == 1 and first['has_mask'] and 0 < first['mask'].mean() < 1
+
+
 @pytest.mark.parametrize('spec, words', [
     ('resize(8)|blur(3)', ['blur', 'resize(8)|blur(3)', 'known ops', 'color_jitter']),
     ('resize(8, antialias=True)', ['resize', 'antialias']),
@@ -231,6 +320,10 @@ def test_one_of():
     ('one_of(["resize(8)", "nope"])', ['one_of', 'nope']),
     ('gaussian_noise(pixel_fraction=2)', ['pixel_fraction']),
     ('resize(8).x', ['resize(8).x']),
+    ('confetti(mode="gt")', ['confetti', 'mode']),
+    ('confetti(probability=1.5)', ['confetti', 'probability']),
+    ('confetti(min_side=9, max_side=8)', ['confetti', 'min_side']),
+    ('crop_or_resize(8, crop_probability=-1)', ['crop_or_resize', 'crop_probability']),
 ])
 def test_parse_errors_name_op_and_spec(spec, words):
   with pytest.raises(InputError) as error:
@@ -249,5 +342,5 @@ def test_runtime_errors_are_input_errors():
 def test_array_functions_are_reexported():
   for name in ('resize', 'center_crop', 'grayscale', 'adjust_brightness', 'adjust_contrast',
                'adjust_saturation', 'adjust_hue', 'local_contrast_normalization', 'min_max', 'value_range',
-               'normalize', 'LUMA_WEIGHTS', 'NORMALIZE_PRESETS'):
+               'normalize', 'confetti_noise', 'malform', 'LUMA_WEIGHTS', 'NORMALIZE_PRESETS'):
     assert getattr(transforms, name) is getattr(image_ops, name), name

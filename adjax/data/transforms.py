@@ -10,6 +10,8 @@ Contract:
   (uint8 0/255) plus any other fields, which pass through untouched.
 - Geometric ops (resize, crops, flips, rot90) move image and mask alike; the mask is always resampled
   with nearest neighbour, so it stays binary and aligned. They keep the dtype.
+- `confetti` (synthetic anomalies for training) is the one op that also sets `label`, `mask` and
+  `has_mask`; see its factory.
 - Photometric ops touch the image only. Value convention: a uint8 image spans [0, 255], a float image
   spans [0, 1] (after LCN or normalize it is unbounded). Ops that change values return float32.
 - `parse` always finishes with `to_float`: image float32 [height, width, channels], mask float32
@@ -29,8 +31,9 @@ import numpy as np
 
 # Re-exported, so callers keep writing `transforms.resize(...)`, `transforms.min_max(...)`, ...
 from adjax.data.image_ops import (LUMA_WEIGHTS, NORMALIZE_PRESETS, adjust_brightness, adjust_contrast,
-                                  adjust_hue, adjust_saturation, center_crop, grayscale,
-                                  local_contrast_normalization, min_max, normalize, resize, value_range)
+                                  adjust_hue, adjust_saturation, center_crop, confetti_noise, grayscale,
+                                  local_contrast_normalization, malform, min_max, normalize, resize,
+                                  value_range)
 # Package-internal helpers: the ops validate and convert exactly as the array functions do.
 from adjax.data.image_ops import _RESAMPLE, _as_unit_float, _crop_size, _float_copy, _mean_of, _pair
 from adjax.errors import InputError
@@ -110,6 +113,69 @@ def _random_crop_op(*, size) -> Op:
   return op
 
 
+def _crop_or_resize_op(*, size, crop_probability=0.5, method='bilinear') -> Op:
+  """FCDD / seed 000 §4: a random `size` crop with probability `crop_probability`, else a resize to `size`.
+
+  The reference code resizes with nearest neighbour (`method="nearest"`); the mask always uses nearest.
+  """
+  _check(isinstance(crop_probability, (int, float)) and 0 <= crop_probability <= 1,
+         f'crop_probability must be in [0, 1], got {crop_probability!r}')
+  crop, resize_op = _random_crop_op(size=size), _resize_op(size=size, method=method)
+  return lambda example, rng: (crop if rng.random() < crop_probability else resize_op)(example, rng)
+
+
+def _confetti_op(*, probability=0.5, mode='malformed_normal', coloured_probability=1.8e-5,
+                 grey_probability=1.2e-5, min_side=8, max_side=54, max_rotation=45.0, blur_sigma=5.0,
+                 invert_threshold=0.025) -> Op:
+  """FCDD's online supervisor: with `probability`, replaces a training image by a confetti-malformed copy.
+
+  Noise and sign rule: `image_ops.confetti_noise` and `image_ops.malform`. A modified example gets
+  label 1 and a uint8 [height, width, 1] mask of 255 on the whole image (mode "malformed_normal", the
+  reference default: the FCDD loss then pushes the mean score of the whole image) or on the changed
+  pixels only (mode "pixels", the reference's "malformed_normal_gt"); its image becomes float32 in
+  [0, 1]. An unmodified example keeps its label and mask (zeros if it had none). `has_mask` is True for
+  every example.
+
+  Placement: images must still be uint8 or in [0, 1] (InputError otherwise), so put it before
+  `local_contrast_normalization` / `normalize` / `value_range`. The reference applies it before any
+  augmentation: `resize(240)|confetti|crop_or_resize(224)|...`. Training specs only.
+  """
+  modes = ('malformed_normal', 'pixels')
+  _check(mode in modes, f'mode must be one of {modes}, got {mode!r}')
+  for name, value in (('probability', probability), ('coloured_probability', coloured_probability),
+                      ('grey_probability', grey_probability)):
+    _check(isinstance(value, (int, float)) and 0 <= value <= 1, f'{name} must be in [0, 1], got {value!r}')
+  _check(isinstance(min_side, int) and isinstance(max_side, int) and 1 <= min_side <= max_side,
+         f'need integer sides 1 <= min_side <= max_side, got {min_side!r}, {max_side!r}')
+  _check(coloured_probability > 0 and grey_probability > 0,
+         'coloured_probability and grey_probability must be > 0')
+  for name, value in (('max_rotation', max_rotation), ('blur_sigma', blur_sigma),
+                      ('invert_threshold', invert_threshold)):
+    _check(isinstance(value, (int, float)) and value >= 0, f'{name} must be >= 0, got {value!r}')
+  noise_options = dict(coloured_probability=coloured_probability, grey_probability=grey_probability,
+                       min_side=min_side, max_side=max_side, max_rotation=max_rotation, blur_sigma=blur_sigma)
+
+  def op(example, rng):
+    image = np.asarray(example['image'])
+    if image.dtype != np.uint8 and (image.min() < 0 or image.max() > 1):
+      raise InputError(f'confetti expects uint8 images or floats in [0, 1], got values in '
+                       f'[{image.min():.3g}, {image.max():.3g}]; put it before ops that leave [0, 1] '
+                       '(local_contrast_normalization, normalize, value_range)')
+    out = dict(example, has_mask=np.True_)
+    if rng.random() >= probability:
+      if 'mask' not in example:
+        out['mask'] = np.zeros(image.shape[:2] + (1,), np.uint8)
+      return out
+    noise = confetti_noise(image.shape[:2] + (image.shape[2],), rng, **noise_options)
+    out['image'], changed = malform(image, noise, invert_threshold=invert_threshold)
+    marked = changed if mode == 'pixels' else np.ones_like(changed)
+    out['mask'] = (marked * np.uint8(255)).astype(np.uint8)[..., None]
+    out['label'] = np.int64(1)
+    return out
+
+  return op
+
+
 def _flip_op(axis: int) -> Callable[..., Op]:
   def factory(*, p=0.5) -> Op:
     _check(isinstance(p, (int, float)) and 0 <= p <= 1, f'p must be in [0, 1], got {p!r}')
@@ -145,6 +211,9 @@ def _color_jitter_op(*, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0) -
 
   The four adjustments run in a random order (a permutation drawn per example, as torchvision);
   a zero hyperparameter skips its adjustment, so all zeros returns the example untouched.
+  Seed 000 §4 draws, with probability 1/2 each, all four at 0.04 or all at 0.0005:
+  `one_of(["color_jitter(0.04, 0.04, 0.04, 0.04)", "color_jitter(0.0005, 0.0005, 0.0005, 0.0005)"])`
+  (FCDD's code uses brightness 0.005 in the second).
   """
   for name, value in (('brightness', brightness), ('contrast', contrast), ('saturation', saturation)):
     _check(isinstance(value, (int, float)) and value >= 0, f'{name} must be >= 0, got {value!r}')
@@ -242,6 +311,7 @@ OPS: dict[str, Callable[..., Op]] = {
     'resize_short': _resize_short_op,
     'center_crop': _center_crop_op,
     'random_crop': _random_crop_op,
+    'crop_or_resize': _crop_or_resize_op,
     'flip_lr': _flip_op(axis=1),
     'flip_ud': _flip_op(axis=0),
     'rot90': _rot90_op,
@@ -254,6 +324,7 @@ OPS: dict[str, Callable[..., Op]] = {
     'normalize': _normalize_op,
     'to_float': lambda: to_float,
     'one_of': _one_of_op,
+    'confetti': _confetti_op,
 }
 
 
