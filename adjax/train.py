@@ -26,6 +26,7 @@ import orbax.checkpoint as ocp
 from adjax import evaluate
 from adjax import methods
 from adjax.data import pipeline
+from adjax.data import semi_supervised
 from adjax.data import sources
 from adjax.errors import InputError
 
@@ -163,6 +164,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
   train_preprocess = data.train_preprocess.format(image_size=data.get('image_size'))
   eval_preprocess = data.eval_preprocess.format(image_size=data.get('image_size'))
   train_source, _ = sources.load_split(split='train', **split_args)
+  # Semi-supervised runs (data.labeled_anomalies_per_type > 0) move real anomalies from test to train.
+  train_source, semi_supervised_test = semi_supervised.from_config(
+      config, train_source, load_test=lambda: sources.load_split(split='test', **split_args)[0])
   method = method or methods.get_method(config, train_size=len(train_source))
   dataset = pipeline.train_dataset(
       train_source, preprocess=train_preprocess, global_batch_size=batch_size, seed=config.seed,
@@ -220,6 +224,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
       train_source, preprocess=eval_preprocess, batch_size=config.eval.batch_size))
   if 'test' in sources.split_names(**split_args):
     test_source, test_info = sources.load_split(split='test', **split_args)
+    test_source = test_source if semi_supervised_test is None else semi_supervised_test
     results = evaluate.evaluate(method, variables, statistics, test_source, config=config,
                                 preprocess=eval_preprocess,
                                 has_masks=test_info['has_masks'], devices=devices,

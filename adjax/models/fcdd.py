@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from adjax import errors
+from adjax.losses import fcdd as fcdd_losses
 from adjax.models import vgg
 
 TRUNKS = ('vgg11_bn', 'cnn')
@@ -130,10 +131,13 @@ def make_heatmap_fn(*, trunk: str, image_size: Sequence[int], order: str = 'hube
   upsample = functools.partial(gaussian_upsample, rows=rows, columns=columns)
 
   def heatmap(low_res):
-    huber = jnp.sqrt(jnp.square(low_res) + 1) - 1
+    huber = fcdd_losses.pseudo_huber(low_res)
     if order == 'huber_then_upsample':
       return upsample(huber), huber
-    return jnp.sqrt(upsample(jnp.square(low_res)) + 1) - 1, huber
+    # h as a function of the squared value u = upsample(a^2): sqrt(u + 1) - 1 = u / (sqrt(u + 1) + 1),
+    # the cancellation-free form (pseudo_huber(sqrt(u)) would have an infinite gradient at u = 0).
+    squared = upsample(jnp.square(low_res))
+    return squared / (jnp.sqrt(squared + 1) + 1), huber
 
   return heatmap
 
