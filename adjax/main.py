@@ -10,6 +10,10 @@ import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
+from adjax import xla_options  # pylint: disable=g-import-not-at-top
+
+xla_options.set_defaults()  # Before JAX starts its backends.
+
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging

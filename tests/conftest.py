@@ -7,6 +7,10 @@ os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
+from adjax import xla_options  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+xla_options.set_defaults()  # Tests run with the options users get from `python -m adjax.main`.
+
 
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 

@@ -13,14 +13,21 @@ import time
 
 from absl import app
 from absl import flags
-import jax
-import numpy as np
+
+from adjax import xla_options
+
+xla_options.set_defaults()  # As `python -m adjax.main` does; ADJAX_XLA_DEFAULTS=0 measures without.
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _METHODS = flags.DEFINE_list('methods', ['ebm'], 'Methods to benchmark.')
 _SIZES = flags.DEFINE_list('sizes', ['64', '128'], 'Square image sizes.')
 _BATCH = flags.DEFINE_integer('batch_size', 16, 'Global batch size.')
 _SGLD_STEPS = flags.DEFINE_integer('sgld_steps', 100, 'SGLD steps per chain (EBM).')
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed runs per case (median reported).')
+_STRIDED_IMPL = flags.DEFINE_enum('strided_impl', 'space_to_depth', ['space_to_depth', 'direct'],
+                                  'EBM stride-2 conv implementation.')
 _JSON = flags.DEFINE_string('json', None, 'Also write the results to this JSON file.')
 
 
@@ -47,6 +54,7 @@ def ebm_cases(size: int, *, batch_size: int, sgld_steps: int, repeats: int) -> l
   config.data.image_size = size
   config.model.features = energy.features_for(size)
   config.ebm.sgld_steps = sgld_steps
+  config.model.strided_impl = _STRIDED_IMPL.value
   method = ebm.make(config)
   rng = np.random.default_rng(0)
   images = rng.uniform(-1, 1, (batch_size, size, size, 3)).astype(np.float32)
@@ -58,13 +66,14 @@ def ebm_cases(size: int, *, batch_size: int, sgld_steps: int, repeats: int) -> l
   step = train.make_train_step(method)
   iteration = _median_seconds(lambda: step(state, device_batch)[0].params, repeats)
 
-  model = energy.EnergyNet(first_features=config.model.first_features, features=tuple(config.model.features))
+  model = energy.EnergyNet(first_features=config.model.first_features, features=tuple(config.model.features),
+                           strided_impl=config.model.strided_impl)
   energy_fn = lambda x: model.apply({'params': state.params}, x)
   chain = jax.jit(lambda x, key: sampling.sgld(energy_fn, x, key, num_steps=sgld_steps, step_size=1.0,
                                                noise_scale=0.01))
   x0, key = jax.numpy.asarray(images), jax.random.PRNGKey(0)
   chain_seconds = _median_seconds(lambda: chain(x0, key), repeats)
-  common = dict(method='ebm', image_size=size, batch_size=batch_size, sgld_steps=sgld_steps,
+  common = dict(method='ebm', strided_impl=config.model.strided_impl, image_size=size, batch_size=batch_size, sgld_steps=sgld_steps,
                 devices=jax.local_device_count(), repeats=repeats)
   return [
       dict(common, case='train_iteration', ms=iteration * 1e3, images_per_second=batch_size / iteration),

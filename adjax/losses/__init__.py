@@ -6,6 +6,12 @@ the batch, `lax.pmean` across devices) belongs to the caller's train step, never
 
 One module per method family, all re-exported here:
   ebm   contrastive_divergence (seed 004)
+  fcdd  pseudo_huber, push, hsc_image_loss, fcdd_loss, pixel_hsc_loss (seed 000)
 """
 
 from adjax.losses.ebm import contrastive_divergence
+from adjax.losses.fcdd import fcdd_loss
+from adjax.losses.fcdd import hsc_image_loss
+from adjax.losses.fcdd import pixel_hsc_loss
+from adjax.losses.fcdd import pseudo_huber
+from adjax.losses.fcdd import push

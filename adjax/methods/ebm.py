@@ -36,7 +36,8 @@ def make(config, *, train_size: int | None = None) -> Method:
   """
   del train_size
   model = energy.EnergyNet(first_features=config.model.first_features,
-                           features=tuple(config.model.features))
+                           features=tuple(config.model.features),
+                           strided_impl=config.model.get('strided_impl', 'space_to_depth'))
   hp = config.ebm
   sgld = functools.partial(
       sampling.sgld, num_steps=hp.sgld_steps, step_size=hp.step_size, noise_scale=hp.noise_scale,
