@@ -19,6 +19,7 @@ from adjax.models import weights
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from configs import fcdd as fcdd_config  # pylint: disable=g-import-not-at-top,wrong-import-position
+from configs import hsc as hsc_config  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def fixed_batch(size=32, per_device=2, num_devices=2, seed=0):
@@ -154,3 +155,13 @@ def test_bad_config_values_raise_input_error():
     fcdd_config.get_config('smoke,l1')
   assert fcdd_config.parse_arg('paper_semi,hsc') == ('paper_semi', 'hsc')
   assert fcdd_config.parse_arg(None) == ('default', 'fcdd')
+
+
+def test_presets():
+  assert hsc_config.get_config('smoke').fcdd.loss == 'hsc'
+  assert hsc_config.get_config('paper_semi').to_dict() == fcdd_config.get_config('paper_semi,hsc').to_dict()
+  paper, semi = fcdd_config.get_config('paper'), fcdd_config.get_config('paper_semi')
+  assert (paper.model.trunk, paper.model.frozen_until, paper.data.image_size) == ('vgg11_bn', 'pool3', 224)
+  assert 'confetti' in paper.data.train_preprocess and 'confetti' not in semi.data.train_preprocess
+  assert semi.data.labeled_anomalies_per_type == 1 and paper.data.labeled_anomalies_per_type == 0
+  assert fcdd_config.get_config().model.trunk == 'cnn'  # The default trains from scratch.
