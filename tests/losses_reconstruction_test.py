@@ -186,10 +186,10 @@ def _tiny_encoder(code_size, seed=7):
   def numpy_encoder(image):  # [2, 3, 2] -> [code_size], float64
     return np.tanh(image.reshape(-1) @ w1 + b1) @ w2
 
-  def jax_encoder(images):  # [batch, 2, 3, 2] -> [batch, code_size]
+  def jax_encoder(images):  # [batch, 2, 3, 2] -> [batch, code_size, 1] (trailing code axes)
     hidden = jnp.tanh(images.reshape(images.shape[0], -1) @ jnp.asarray(w1, jnp.float32)
                       + jnp.asarray(b1, jnp.float32))
-    return hidden @ jnp.asarray(w2, jnp.float32)
+    return (hidden @ jnp.asarray(w2, jnp.float32))[..., None]
 
   return numpy_encoder, jax_encoder
 
@@ -211,6 +211,9 @@ def test_contractive_penalty_exact_matches_finite_differences(code_size):
   got = reconstruction.contractive_penalty(jax_encoder, jnp.asarray(x, jnp.float32))
   assert got.shape == (3,)
   np.testing.assert_allclose(got, expected, rtol=1e-4)
+  chunked = reconstruction.contractive_penalty(jax_encoder, jnp.asarray(x, jnp.float32),
+                                               probe_chunk=2)
+  np.testing.assert_allclose(chunked, got, rtol=1e-6)
 
 
 @pytest.mark.parametrize('distribution', ['rademacher', 'gaussian'])
@@ -302,5 +305,8 @@ def test_weighted_majority_vote_worked_example():
   np.testing.assert_array_equal(
       reconstruction.weighted_majority_vote(predictions, tie_weights, ties_anomalous=False),
       [False, False, True, False, False])
+  # Traced weights (under jit) give the same votes.
+  np.testing.assert_array_equal(jax.jit(reconstruction.weighted_majority_vote)(
+      predictions, jnp.array([0.6, 0.2, 0.2])), [True, False, True, False, True])
   with pytest.raises(InputError):
     reconstruction.weighted_majority_vote(predictions, jnp.array([0.5, 0.5, 0.0]))

@@ -225,14 +225,15 @@ def lamp(base_loss_map: jax.Array, *, epsilon: float, reduction: str = 'batch',
 
 def contractive_penalty(encoder_fn: Callable[[jax.Array], jax.Array], x: jax.Array, *,
                         method: str = 'exact', num_projections: int = 1,
-                        rng: jax.Array | None = None, distribution: str = 'rademacher') -> jax.Array:
+                        rng: jax.Array | None = None, distribution: str = 'rademacher',
+                        probe_chunk: int | None = None) -> jax.Array:
   """Squared Frobenius norm of the encoder's Jacobian w.r.t. its input, per example (seed 003 Eq. 8).
 
   `encoder_fn` is applied to the whole batch and must treat examples independently (e.g.
   BatchNorm with running averages), so the batch Jacobian is block-diagonal and one vector-Jacobian
   (or Jacobian-vector) product with per-example probes gives every example's product at once.
 
-  method='exact': sums the squared rows J^T e_k over all code units k (one vjp each, vmapped), or
+  method='exact': sums the squared rows J^T e_k over all code units k (one vjp each, batched), or
     the squared columns J e_d over all input elements when there are fewer of them. Memory grows
     with that count times the batch: for small inputs or codes.
   method='hutchinson': unbiased estimate mean_p ||J^T u_p||^2 over `num_projections` random probes
@@ -246,6 +247,7 @@ def contractive_penalty(encoder_fn: Callable[[jax.Array], jax.Array], x: jax.Arr
     num_projections: probes per example for 'hutchinson'.
     rng: PRNG key, required for 'hutchinson'.
     distribution: 'rademacher' or 'gaussian' probes.
+    probe_chunk: evaluate this many probes at a time (`lax.map`) to bound memory; None = all at once.
 
   Returns:
     float [batch] ||J_E(x_b)||_F^2 (differentiable w.r.t. the encoder's parameters).
@@ -258,14 +260,20 @@ def contractive_penalty(encoder_fn: Callable[[jax.Array], jax.Array], x: jax.Arr
   input_size = x[0].size
   sum_per_example = lambda rows: jnp.sum(jnp.square(rows.reshape(rows.shape[0], batch, -1)),
                                          axis=(0, 2))
+
+  def over_probes(fn, probes):
+    if probe_chunk is None:
+      return jax.vmap(fn)(probes)
+    return jax.lax.map(fn, probes, batch_size=probe_chunk)
+
   if method == 'exact':
     if code_size <= input_size:
       basis = jnp.eye(code_size, dtype=codes.dtype).reshape(code_size, 1, *codes.shape[1:])
-      rows, = jax.vmap(vjp_fn)(jnp.broadcast_to(basis, (code_size,) + codes.shape))
+      rows, = over_probes(vjp_fn, jnp.broadcast_to(basis, (code_size,) + codes.shape))
       return sum_per_example(rows)
     basis = jnp.eye(input_size, dtype=x.dtype).reshape(input_size, 1, *x.shape[1:])
     jvp_fn = lambda tangent: jax.jvp(encoder_fn, (x,), (tangent,))[1]
-    columns = jax.vmap(jvp_fn)(jnp.broadcast_to(basis, (input_size,) + x.shape))
+    columns = over_probes(jvp_fn, jnp.broadcast_to(basis, (input_size,) + x.shape))
     return sum_per_example(columns)
   if method != 'hutchinson':
     raise InputError(f"contractive penalty method must be 'exact' or 'hutchinson', got {method!r}")
@@ -281,7 +289,7 @@ def contractive_penalty(encoder_fn: Callable[[jax.Array], jax.Array], x: jax.Arr
   else:
     raise InputError(f"contractive penalty distribution must be 'rademacher' or 'gaussian', "
                      f'got {distribution!r}')
-  rows, = jax.vmap(vjp_fn)(probes)
+  rows, = over_probes(vjp_fn, probes)
   return sum_per_example(rows) / num_projections
 
 
