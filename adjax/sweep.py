@@ -226,10 +226,10 @@ def category_scores(rows, *, metric: str) -> tuple[list[str], list[str], np.ndar
   return categories, methods, scores
 
 
-def _format(mean, std) -> str:
+def _format(mean, std, *, digits: int = 4) -> str:
   if mean is None:
     return 'n/a'
-  return f'{mean:.4f}' + (f' ± {std:.4f}' if std is not None else '')
+  return f'{mean:.{digits}f}' + (f' ± {std:.{digits}f}' if std is not None else '')
 
 
 def _write_text(path: Path, text: str):
@@ -311,7 +311,8 @@ def write_tables(workdir, rows, *, metrics=DEFAULT_METRICS, alpha: float = 0.1,
           + _markdown_table(['method', 'category', 'runs', *columns],
                             [(e['method'], f'**{e["category"]}**' if e['category'] == 'overall'
                               else e['category'], e['num_runs'],
-                              *(_format(e[f'{c}_mean'], e[f'{c}_std']) for c in columns))
+                              *(_format(e[f'{c}_mean'], e[f'{c}_std'], digits=1 if c.endswith('_seconds') else 4)
+                                for c in columns))
                              for e in summary]))
   if failures:
     text += f'\n## Failed runs ({len(failures)})\n\n' + '\n'.join(
