@@ -7,6 +7,9 @@ the batch, `lax.pmean` across devices) belongs to the caller's train step, never
 One module per method family, all re-exported here:
   ebm   contrastive_divergence (seed 004)
   fcdd  pseudo_huber, push, hsc_image_loss, fcdd_loss, pixel_hsc_loss (seed 000)
+  reconstruction  l2_map, l1_map, ssim_map, ssim_loss_map, dssim_map, ms_ssim, lamp, contractive_penalty,
+        denoising_corruption, ema_class_thresholds, threshold_predictions, weighted_majority_vote
+        (seeds 001, 003)
 """
 
 from adjax.losses.ebm import contrastive_divergence
@@ -15,3 +18,15 @@ from adjax.losses.fcdd import hsc_image_loss
 from adjax.losses.fcdd import pixel_hsc_loss
 from adjax.losses.fcdd import pseudo_huber
 from adjax.losses.fcdd import push
+from adjax.losses.reconstruction import contractive_penalty
+from adjax.losses.reconstruction import denoising_corruption
+from adjax.losses.reconstruction import dssim_map
+from adjax.losses.reconstruction import ema_class_thresholds
+from adjax.losses.reconstruction import l1_map
+from adjax.losses.reconstruction import l2_map
+from adjax.losses.reconstruction import lamp
+from adjax.losses.reconstruction import ms_ssim
+from adjax.losses.reconstruction import ssim_loss_map
+from adjax.losses.reconstruction import ssim_map
+from adjax.losses.reconstruction import threshold_predictions
+from adjax.losses.reconstruction import weighted_majority_vote
