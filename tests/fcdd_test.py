@@ -1,4 +1,4 @@
-"""FCDD method: a smoke run through the train loop, a training step lowers the loss, freezing, weights, scores."""
+"""FCDD method: smoke run through the train loop, training lowers the loss, freezing, weights, scores."""
 
 import json
 import sys

@@ -1,4 +1,4 @@
-"""Semi-supervised split: one real anomaly per defect type moves from test to train and never stays in test."""
+"""Semi-supervised split: one real anomaly per defect type moves from test to train, not kept in test."""
 
 import collections
 

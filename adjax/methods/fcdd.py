@@ -1,17 +1,18 @@
-"""FCDD and the pixel-wise hypersphere loss (seed 000) as one adjax method, two settings of `config.fcdd.loss`.
+"""FCDD and the pixel-wise hypersphere loss (seed 000): one adjax method, two settings of `config.fcdd.loss`.
 
   'fcdd'  Eq. 4 (Liznerski et al.): per image, mean((1 - Y) A) + p(mean(Y A))
   'hsc'   Eq. 5 (seed 000): per pixel, (1 - Y) A + |J0| / |J1| Y p(A), averaged over all pixels of the batch
-A is the heatmap of `adjax.models.fcdd` (pseudo-Huber + receptive-field Gaussian upsampling) at input resolution,
-Y the pixel mask of the batch: confetti noise (unsupervised) or real anomalies (semi-supervised,
-`adjax.data.semi_supervised`). An anomalous image with an empty mask (e.g. confetti's 'malformed_normal' mode
-or a mask-less real anomaly) counts as anomalous everywhere.
+A is the heatmap of `adjax.models.fcdd` (pseudo-Huber + receptive-field Gaussian upsampling) at input
+resolution, Y the pixel mask of the batch: confetti noise (unsupervised) or real anomalies (semi-supervised,
+`adjax.data.semi_supervised`). An anomalous image with an empty mask (e.g. confetti's 'malformed_normal'
+mode or a mask-less real anomaly) counts as anomalous everywhere.
 
-Network: VGG11-BN trunk cut before the 4th max-pool with weights from `config.model.backbone_weights`, frozen up
-to the 3rd max-pool (`stop_gradient` in the model + zero updates through `adjax.models.freezing`), or a small
-from-scratch CNN trunk. BatchNorm: in training mode every BatchNorm layer, frozen ones included, normalises with
-batch statistics and updates its running statistics, as FCDD's reference code does (`model.frozen_bn_eval=True`
-keeps the frozen layers on their ImageNet statistics instead). Scoring uses the running statistics.
+Network: VGG11-BN trunk cut before the 4th max-pool with weights from `config.model.backbone_weights`, frozen
+up to the 3rd max-pool (`stop_gradient` in the model + zero updates through `adjax.models.freezing`), or a
+small from-scratch CNN trunk. BatchNorm: in training mode every BatchNorm layer, frozen ones included,
+normalises with batch statistics and updates its running statistics, as FCDD's reference code does
+(`model.frozen_bn_eval=True` keeps the frozen layers on their ImageNet statistics instead). Scoring uses the
+running statistics.
 
 Optimiser (seed 000 Sec. 4): SGD, Nesterov momentum 0.9, weight decay 1e-4 (added to the gradient, as torch),
 learning rate 1e-3 x 0.985 per FCDD epoch, where an FCDD epoch is `fcdd.passes_per_epoch` (10) passes over the

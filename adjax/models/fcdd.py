@@ -1,6 +1,6 @@
 """The FCDD network (seed 000, Fig. 1): a convolutional trunk, a 1x1 conv to one channel, Gaussian upsampling.
 
-    a = conv1x1(trunk(x))                      low-resolution output [batch, h, w] (center folded into the bias)
+    a = conv1x1(trunk(x))                      low-res output [batch, h, w] (the center is in the bias)
     A = upsample(h(a))                         FCDD's heatmap (`order='huber_then_upsample'`, seed 000 Sec. 3)
     A = sqrt(upsample(a^2) + 1) - 1            the pixel-wise HSC code's order (`order='upsample_then_huber'`)
 with h(a) = sqrt(a^2 + 1) - 1 (pseudo-Huber).
@@ -127,7 +127,8 @@ def make_heatmap_fn(*, trunk: str, image_size: Sequence[int], order: str = 'hube
   height, width = image_size
   fields = [receptive_field(layers, input_size=side) for side in (height, width)]
   std = default_std(fields[0].size) if not std else float(std)
-  rows, columns = (upsampling_matrix(f, output_size=side, std=std) for f, side in zip(fields, (height, width)))
+  rows, columns = (upsampling_matrix(field, output_size=side, std=std)
+                   for field, side in zip(fields, (height, width)))
   upsample = functools.partial(gaussian_upsample, rows=rows, columns=columns)
 
   def heatmap(low_res):
