@@ -4,6 +4,18 @@
 train step under `jax.pmap` (axis name `batch`; gradients and model state averaged with `lax.pmean`), logs to
 TensorBoard through clu, checkpoints with orbax and resumes from the newest complete checkpoint, then fits the
 method's post-training statistics, evaluates on the test split and writes `results.json` and figures.
+
+Faults: a run killed at any point (even mid-save) resumes from the newest *complete* checkpoint (orbax writes
+to a temporary directory and renames it; leftovers are removed) and ends bit-equal to an uninterrupted run:
+batch k and the step rng are pure functions of (seed, k). A non-finite loss or parameter either stops the
+run (`train.on_divergence='stop'`) or restores the last good checkpoint and continues with every update
+scaled by `train.rollback_lr_factor` (`'rollback'`, at most `train.max_rollbacks` times); the scale is stored
+with each checkpoint, so a resumed run keeps it.
+
+Several processes (`jax.distributed`): the pmapped step spans every global device, each process feeds its
+own slice of each global batch, and only process 0 writes results, figures and TensorBoard events (orbax
+coordinates checkpoint writes). Post-training statistics and evaluation run on every process over its local
+devices with the (replicated) final variables, so every process computes the same metrics.
 """
 
 import json
@@ -59,13 +71,16 @@ def variables_of(state: TrainState) -> dict:
 
 
 def make_train_step(method: methods.Method, devices=None):
-  """Returns `step(state, batch) -> (state, metrics)`, pmapped over `devices` (default: all local).
+  """Returns `step(state, batch, update_scale=1.0) -> (state, metrics)`, pmapped over `devices`.
 
-  `state` is unreplicated (`in_axes=None`); `batch` arrays are `[devices, per_device_batch, ...]`.
-  Every device derives its own rng from (state rng, step, device index), so a step is reproducible.
+  `devices` defaults to all local devices; with several processes pass all global devices, and each process
+  gives its local part. `state` is unreplicated (`in_axes=None`); `batch` arrays are
+  `[devices, per_device_batch, ...]`. Every device derives its own rng from (state rng, step, device index),
+  so a step is reproducible. `update_scale` multiplies the optimizer's updates (a learning-rate factor that
+  works for any optax optimizer; 1.0 leaves them bit-identical), used after a divergence rollback.
   """
 
-  def step(state: TrainState, batch):
+  def step(state: TrainState, batch, update_scale):
     rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), jax.lax.axis_index('batch'))
 
     def mean_loss(params):
@@ -76,6 +91,7 @@ def make_train_step(method: methods.Method, devices=None):
     grads = jax.lax.pmean(grads, 'batch')
     model_state = method.sync_state(model_state, 'batch')
     updates, opt_state = method.optimizer.update(grads, state.opt_state, state.params)
+    updates = jax.tree_util.tree_map(lambda update: (update * update_scale).astype(update.dtype), updates)
     params = optax.apply_updates(state.params, updates)
     metrics = {name: jnp.mean(value) for name, value in metrics.items()}
     metrics['loss'] = loss
@@ -87,19 +103,33 @@ def make_train_step(method: methods.Method, devices=None):
                               model_state=model_state)
     return new_state, metrics
 
-  return jax.pmap(step, axis_name='batch', in_axes=(None, 0), out_axes=(None, None), devices=devices)
+  pmapped = jax.pmap(step, axis_name='batch', in_axes=(None, 0, None), out_axes=(None, None),
+                     devices=devices)
+
+  def train_step(state: TrainState, batch, update_scale: float = 1.0):
+    return pmapped(state, batch, np.float32(update_scale))
+
+  return train_step
 
 
 def _checkpoint_manager(workdir: Path, config) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(max_to_keep=config.train.get('checkpoints_to_keep', 2), create=True)
+  # Temporary directories of saves cut short by a crash are never restored; cleaning removes them.
+  options = ocp.CheckpointManagerOptions(max_to_keep=config.train.get('checkpoints_to_keep', 2), create=True,
+                                         cleanup_tmp_directories=True)
   return ocp.CheckpointManager(workdir / 'checkpoints', options=options)
 
 
 def _restore(manager: ocp.CheckpointManager, state: TrainState, method_name: str):
   """Restores the newest checkpoint into `state`'s structure; returns (state, seconds trained so far)."""
+  state, meta = _restore_with_meta(manager, state, method_name)
+  return state, float(meta.get('train_seconds', 0.0))
+
+
+def _restore_with_meta(manager: ocp.CheckpointManager, state: TrainState, method_name: str):
+  """Restores the newest checkpoint into `state`'s structure; returns (state, its metadata dict)."""
   step = manager.latest_step()
   if step is None:
-    return state, 0.0
+    return state, {}
   abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
   meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
   if meta.get('method') != method_name:
@@ -111,11 +141,12 @@ def _restore(manager: ocp.CheckpointManager, state: TrainState, method_name: str
     raise InputError(f'{manager.directory}: checkpoint at step {step} does not match this config\'s '
                      f'model ({str(error).splitlines()[0]}); use another --workdir') from None
   logging.info('Resumed from %s step %d', manager.directory, step)
-  return restored['state'], float(meta.get('train_seconds', 0.0))
+  return restored['state'], meta
 
 
-def _save(manager, state: TrainState, *, method_name: str, train_seconds: float):
-  meta = {'method': method_name, 'step': int(state.step), 'train_seconds': train_seconds}
+def _save(manager, state: TrainState, *, method_name: str, train_seconds: float, update_scale: float = 1.0):
+  meta = {'method': method_name, 'step': int(state.step), 'train_seconds': train_seconds,
+          'update_scale': update_scale}
   manager.save(int(state.step), args=ocp.args.Composite(
       state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
 
@@ -135,8 +166,14 @@ def _json_default(value):
 
 
 def _devices(config) -> list:
+  """The devices the train step spans: all global ones with several processes, else the local ones."""
   devices = jax.local_devices()
   requested = config.train.get('num_devices', 0)
+  if jax.process_count() > 1:
+    if requested:
+      raise InputError(f'config.train.num_devices: must be 0 (all devices) with {jax.process_count()} '
+                       f'processes, got {requested}')
+    return jax.devices()
   if requested:
     if requested > len(devices):
       raise InputError(f'config.train.num_devices: {requested} requested, {len(devices)} available')
@@ -151,12 +188,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
   Returns the results dict (the contract in DESIGN.md). A workdir holding a checkpoint resumes from it.
   """
   workdir = Path(workdir).absolute()  # orbax refuses relative paths.
-  workdir.mkdir(parents=True, exist_ok=True)
   devices = _devices(config)
   batch_size = config.train.batch_size
-  if batch_size % (len(devices) * jax.process_count()):
-    raise InputError(f'config.train.batch_size: {batch_size} does not split over '
-                     f'{len(devices) * jax.process_count()} devices')
+  if batch_size % len(devices):
+    raise InputError(f'config.train.batch_size: {batch_size} does not split over {len(devices)} devices')
+  on_divergence = config.train.get('on_divergence', 'stop')
+  if on_divergence not in ('stop', 'rollback'):
+    raise InputError(f"config.train.on_divergence: must be 'stop' or 'rollback', got {on_divergence!r}")
+  rollback_factor = config.train.get('rollback_lr_factor', 0.1)
+  if not 0 < rollback_factor < 1:
+    raise InputError(f'config.train.rollback_lr_factor: must be in (0, 1), got {rollback_factor!r}')
 
   data = config.data
   split_args = dict(name=data.name, category=data.category, data_dir=data.data_dir,
@@ -172,9 +213,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
       train_source, preprocess=train_preprocess, global_batch_size=batch_size, seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count())
 
-  state = create_train_state(method, seed=config.seed, sample_images=dataset[0]['image'][:1])
+  initial_state = create_train_state(method, seed=config.seed, sample_images=dataset[0]['image'][:1])
+  workdir.mkdir(parents=True, exist_ok=True)  # Only now: bad input above leaves no new workdir behind.
   manager = _checkpoint_manager(workdir, config)
-  state, train_seconds_before = _restore(manager, state, method.name)
+  state, meta = _restore_with_meta(manager, initial_state, method.name)
+  train_seconds_before = float(meta.get('train_seconds', 0.0))
+  update_scale = float(meta.get('update_scale', 1.0))
   start_step, num_steps = int(state.step), num_train_steps(config, train_size=len(train_source))
 
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
@@ -189,27 +233,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
   logging.info('Training %s for %d steps from step %d on %d device(s)', method.name, num_steps,
                start_step, len(devices))
 
-  batches = pipeline.device_iterator(dataset, start_step=start_step, sharding=sharding)
   train_start = last_log_time = time.perf_counter()
-  last_log_step = start_step
+  last_log_step, rollbacks, step = start_step, 0, start_step
   try:
-    for step in range(start_step + 1, num_steps + 1):
-      state, metrics = train_step(state, next(batches))
-      progress(step)
-      is_last = step == num_steps
-      if step % log_every == 0 or step % checkpoint_every == 0 or is_last:
-        metrics = jax.device_get(metrics)
-        if not metrics.pop('finite'):
-          raise TrainingDiverged(
-              f'training diverged at step {step} (non-finite loss or parameters: {metrics}); the last '
-              f'good checkpoint in {workdir / "checkpoints"} is kept')
-        now = time.perf_counter()
-        metrics['images_per_second'] = (step - last_log_step) * batch_size / (now - last_log_time)
-        last_log_step, last_log_time = step, now
-        writer.write_scalars(step, metrics)
-      if step % checkpoint_every == 0 or is_last:
-        seconds = train_seconds_before + time.perf_counter() - train_start
-        _save(manager, state, method_name=method.name, train_seconds=seconds)
+    while step < num_steps:
+      batches = pipeline.device_iterator(dataset, start_step=step, sharding=sharding)
+      for step in range(step + 1, num_steps + 1):
+        state, metrics = train_step(state, next(batches), update_scale)
+        progress(step)
+        is_last = step == num_steps
+        if step % log_every == 0 or step % checkpoint_every == 0 or is_last:
+          metrics = jax.device_get(metrics)
+          if not metrics.pop('finite'):
+            message = (f'training diverged at step {step} (non-finite loss or parameters: {metrics}); the '
+                       f'last good checkpoint in {workdir / "checkpoints"} is kept')
+            if on_divergence == 'stop' or rollbacks >= config.train.get('max_rollbacks', 3):
+              raise TrainingDiverged(message)
+            manager.wait_until_finished()
+            state, _ = _restore_with_meta(manager, initial_state, method.name)  # Step 0 if none saved.
+            rollbacks, update_scale = rollbacks + 1, update_scale * rollback_factor
+            logging.warning('%s; rollback %d: continuing from step %d with the updates scaled by %g',
+                            message, rollbacks, int(state.step), update_scale)
+            state, step = pipeline.replicate(state, sharding), int(state.step)
+            progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
+            last_log_step, last_log_time = step, time.perf_counter()
+            break
+          now = time.perf_counter()
+          metrics['images_per_second'] = (step - last_log_step) * batch_size / (now - last_log_time)
+          last_log_step, last_log_time = step, now
+          writer.write_scalars(step, metrics | {'update_scale': update_scale})
+        if step % checkpoint_every == 0 or is_last:
+          seconds = train_seconds_before + time.perf_counter() - train_start
+          _save(manager, state, method_name=method.name, train_seconds=seconds, update_scale=update_scale)
     jax.block_until_ready(state)
   finally:
     # Finish an in-flight (asynchronous) save even when training stops with an error.
@@ -220,6 +275,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
 
   eval_start = time.perf_counter()
   variables = variables_of(state)
+  if jax.process_count() > 1:
+    # Every process fits and scores on its local devices with the same (replicated) final variables.
+    variables, devices = jax.device_get(variables), jax.local_devices()
   statistics = method.fit(variables, lambda: pipeline.eval_batches(
       train_source, preprocess=eval_preprocess, batch_size=config.eval.batch_size))
   if 'test' in sources.split_names(**split_args):

@@ -2,8 +2,10 @@
 
 Training data is a `grain.MapDataset` indexed by step: batch k is a pure function of (seed, k), so a resumed
 run reads exactly the batches an uninterrupted run would have read, with no iterator state to checkpoint.
-Each process reads its own shard of every global batch; batches are reshaped to
-`[local_devices, per_device_batch, ...]` and placed on the devices before the train step sees them.
+Each process reads its own contiguous slice of every global batch (process p of P gets examples
+`[p * B / P, (p + 1) * B / P)` of global batch k, and random preprocessing is seeded by the example's global
+position), so P processes with D devices each see exactly what one process with P * D devices sees. Batches are
+reshaped to `[local_devices, per_device_batch, ...]` and placed on the devices before the train step sees them.
 """
 
 from collections.abc import Iterator, Sequence
@@ -40,9 +42,14 @@ def train_dataset(source, *, preprocess: str, global_batch_size: int, seed: int,
   if global_batch_size % process_count:
     raise ValueError(f'batch size {global_batch_size} is not divisible by {process_count} processes')
   dataset = grain.MapDataset.source(source).shuffle(seed=seed).repeat(None)
-  dataset = dataset[process_index::process_count]
-  dataset = dataset.random_map(_preprocessor(preprocess), seed=seed + 1)
-  return dataset.batch(global_batch_size // process_count, drop_remainder=True)
+  dataset = dataset.random_map(_preprocessor(preprocess), seed=seed + 1)  # Seeded by global position.
+  local_batch_size = global_batch_size // process_count
+  if process_count > 1:
+    stream = dataset
+    dataset = grain.MapDataset.range(len(stream) // process_count).map(
+        lambda index: stream[(index // local_batch_size) * global_batch_size
+                             + process_index * local_batch_size + index % local_batch_size])
+  return dataset.batch(local_batch_size, drop_remainder=True)
 
 
 def eval_batches(source, *, preprocess: str, batch_size: int, seed: int = 0,
@@ -93,14 +100,20 @@ def replicate(tree, sharding: jax.sharding.NamedSharding):
 
 
 def shard(batch: dict[str, np.ndarray], sharding: jax.sharding.NamedSharding) -> dict[str, jax.Array]:
-  """`[batch, ...]` host arrays → `[devices, batch / devices, ...]` arrays placed on the devices."""
-  num_devices = sharding.mesh.devices.size
+  """`[batch, ...]` host arrays → `[devices, batch / devices, ...]` arrays placed on the devices.
+
+  With several processes, `batch` is this process's part and the result is the global array.
+  """
+  num_devices = len(sharding.addressable_devices)
 
   def put(array):
     array = np.asarray(array)
     if array.shape[0] % num_devices:
       raise ValueError(f'batch of {array.shape[0]} does not split over {num_devices} devices')
-    return jax.device_put(array.reshape((num_devices, -1) + array.shape[1:]), sharding)
+    array = array.reshape((num_devices, -1) + array.shape[1:])
+    if sharding.is_fully_addressable:
+      return jax.device_put(array, sharding)
+    return jax.make_array_from_process_local_data(sharding, array)
 
   return {key: put(value) for key, value in batch.items() if key in ARRAY_KEYS + ('valid',)}
 
