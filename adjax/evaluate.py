@@ -114,7 +114,8 @@ def evaluate(method: methods.Method, variables, statistics, source, *, config, p
     images = figures.write_all(scored, source, figure_dir=Path(figure_dir),
                                preprocess=preprocess, primary_map=config.eval.map,
                                primary_score=config.eval.score, image_threshold=results['threshold'],
-                               pixel_threshold=thresholds.get('pixel'), has_masks=has_masks)
-    if writer is not None:
-      writer.write_images(0, {name: image[None] for name, image in images.items()})
+                               pixel_threshold=thresholds.get('pixel'), has_masks=has_masks,
+                               results=results, fpr_limit=config.eval.get('fpr_limit', 0.3))
+    if writer is not None:  # TensorBoard images tab: figures/examples, figures/histograms, figures/curves.
+      writer.write_images(0, {f'figures/{name}': image[None] for name, image in images.items()})
   return results
