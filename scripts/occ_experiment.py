@@ -131,7 +131,7 @@ def main():
   parser.add_argument('--norms', default='1,4,8,16,32')
   parser.add_argument('--distributions', default='normal,uniform,ones,feature_mean')
   parser.add_argument('--image_size', type=int, default=64)
-  parser.add_argument('--epochs', type=float, default=20)
+  parser.add_argument('--epochs', type=int, default=20)
   parser.add_argument('--chunk', type=int, default=50, help='steps between evaluations (online)')
   parser.add_argument('--backbone', default='resnet18')
   parser.add_argument('--weights', default='', help='backbone weights file; empty: RANDOM encoder')
