@@ -269,6 +269,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
   finally:
     # Finish an in-flight (asynchronous) save even when training stops with an error.
     manager.wait_until_finished()
+    manager.close()
     writer.flush()
   session_seconds = time.perf_counter() - train_start
   steps_run = num_steps - start_step

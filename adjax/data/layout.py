@@ -5,7 +5,8 @@
   <category>/test/<defect>/*.png                   defective test images, one folder per defect type
   <category>/ground_truth/<defect>/<stem>_mask.png their masks, same size as the image, 0 / 255
 
-Images may be PNG, JPEG, BMP or TIFF (suffix case ignored); grayscale and colour may be mixed. A mask is
+Images may be PNG, JPEG, BMP or TIFF (suffix case ignored); grayscale and colour may be mixed (grayscale
+images then read back with 3 equal channels, with one warning). A mask is
 found as `<stem>_mask.<suffix>` or else `<stem>.<suffix>`. Hidden files and other suffixes are ignored.
 
 `validate` decodes every image and mask before anything is written, so a bad tree fails fast with an
@@ -173,10 +174,14 @@ def read_mask(path) -> tuple[np.ndarray, bool]:
 
 def validate(tree: Tree) -> None:
   """Decodes every image and mask; raises `InputError` naming the first bad file or image/mask pair."""
-  converted = []
+  converted, grayscale, num_colour = [], [], 0
   for entries in tree.splits.values():
     for entry in entries:
       image = read_image(entry.image_path)
+      if image.mode == 'L':
+        grayscale.append(entry.image_path)
+      else:
+        num_colour += 1
       if entry.mask_path is None:
         continue
       mask, was_binary = read_mask(entry.mask_path)
@@ -188,6 +193,9 @@ def validate(tree: Tree) -> None:
   if converted:
     logging.warning('%d mask(s) of %s are not 0/255 (first: %s); 0/1 masks were scaled to 0/255, '
                     'others thresholded at 127', len(converted), tree.root, converted[0])
+  if grayscale and num_colour:
+    logging.warning('%d grayscale image(s) among %d colour ones in %s (first: %s); they are read with 3 '
+                    'equal channels', len(grayscale), num_colour, tree.root, grayscale[0])
   counts = {split: len(entries) for split, entries in tree.splits.items()}
   logging.info('%s (%s): %s images, masks: %s', tree.root, tree.category, counts, tree.has_masks)
 

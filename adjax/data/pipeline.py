@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from adjax.data import transforms
+from adjax.errors import InputError
 
 # Fields that reach the devices; text fields stay on the host.
 ARRAY_KEYS = ('image', 'mask', 'label', 'has_mask')
@@ -26,7 +27,10 @@ def _preprocessor(spec: str):
   ops = transforms.parse(spec)
 
   def preprocess(example, rng):
-    example = ops(dict(example), rng)
+    try:
+      example = ops(dict(example), rng)
+    except InputError as error:  # e.g. an image too small for a crop: name the file.
+      raise InputError(f'{_text(example.get("filename", "?"))}: {error}') from None
     return {key: np.asarray(example[key]) for key in ARRAY_KEYS}
 
   return preprocess
