@@ -1,15 +1,21 @@
-"""Method benchmarks: `python -m adjax.bench [--methods ebm] [--sizes 64,128] [--json out.json]`.
+"""Method benchmarks: `python -m adjax.bench [--methods ebm,fcdd] [--sizes paper,64] [--torch] [--json out.json]`.
 
-For every method and image size it times, after compilation, the whole training iteration (the pmapped
-train step of `adjax.train` on device-resident batches) and reports the median over `--repeats` runs as
-ms and images/s. For the EBM it also times the SGLD chain alone and reports SGLD steps/s.
+For every method (default: all of `adjax.methods.known_methods()`), each of its variants (`adjax.bench.methods`)
+and each size (`paper` = the preset's resolution, or a number), it compiles and times the train step, the
+scoring pass and, for the EBM, the SGLD chain, and reports per case: median / min / max ms over `--repeats`
+calls after one warm-up call, images/s, compile seconds, FLOPs from XLA's cost analysis (loop bodies
+counted per iteration) and the achieved GFLOP/s next to a float32 2048² matmul rate measured just before,
+XLA's buffer size per device and the growth of the process's peak RSS, and for train steps the fraction of
+step time spent waiting for the input pipeline over `--input_steps` real steps on the embedded textures.
+With `--torch`, equivalent PyTorch steps (`adjax.bench.torch_reference`) are timed in the same run and the
+time ratio adjax / torch is reported (< 1: adjax faster). Prints a Markdown table; `--json` writes all rows.
 """
 
 import json
 import os
-import statistics
+import platform
 import sys
-import time
+import traceback
 
 from absl import app
 from absl import flags
@@ -19,95 +25,176 @@ from adjax import xla_options
 xla_options.set_defaults()  # As `python -m adjax.main` does; ADJAX_XLA_DEFAULTS=0 measures without.
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-_METHODS = flags.DEFINE_list('methods', ['ebm'], 'Methods to benchmark.')
-_SIZES = flags.DEFINE_list('sizes', ['64', '128'], 'Square image sizes.')
-_BATCH = flags.DEFINE_integer('batch_size', 16, 'Global batch size.')
+from adjax import methods as methods_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from adjax.bench import measure  # pylint: disable=g-import-not-at-top,wrong-import-position
+from adjax.bench import methods as bench_methods  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_METHODS = flags.DEFINE_list('methods', None, 'Methods to benchmark (default: all known methods).')
+_SIZES = flags.DEFINE_list('sizes', ['paper', '64'], "Square image sizes; 'paper' = the preset's own.")
+_BATCH = flags.DEFINE_integer('batch_size', 16, 'Global batch size of every case.')
 _SGLD_STEPS = flags.DEFINE_integer('sgld_steps', 100, 'SGLD steps per chain (EBM).')
-_REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed runs per case (median reported).')
-_STRIDED_IMPL = flags.DEFINE_enum('strided_impl', 'space_to_depth', ['space_to_depth', 'direct'],
-                                  'EBM stride-2 conv implementation.')
-_JSON = flags.DEFINE_string('json', None, 'Also write the results to this JSON file.')
+_REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed calls per case after one warm-up call.')
+_INPUT_STEPS = flags.DEFINE_integer('input_steps', 3, 'Real-pipeline train steps for the input-wait '
+                                    'fraction (0: skip).')
+_STRIDED_IMPL = flags.DEFINE_enum('strided_impl', None, ['space_to_depth', 'direct'],
+                                  "EBM stride-2 conv implementation (default: the config's).")
+_PRESET = flags.DEFINE_enum('preset', 'paper', ['paper', 'smoke'],
+                             "'paper': each variant's paper preset; 'smoke': the tiny presets (quick checks).")
+_TORCH = flags.DEFINE_bool('torch', False, 'Also time the PyTorch reference steps (needs torch).')
+_DATA_DIR = flags.DEFINE_string('data_dir', '', "tfds data_dir of the embedded textures ('' = tfds default).")
+_JSON = flags.DEFINE_string('json', None, 'Also write the environment and all rows to this JSON file.')
 
 
-def _median_seconds(fn, repeats: int) -> float:
-  jax.block_until_ready(fn())  # Compile and warm up.
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+def environment() -> dict:
+  return {'jax': jax.__version__, 'devices': jax.local_device_count(), 'platform': jax.default_backend(),
+          'xla_flags': os.environ.get('XLA_FLAGS', ''), 'cpu_count': os.cpu_count(),
+          'machine': platform.processor() or platform.machine(), 'load_average': os.getloadavg()}
 
 
-def ebm_cases(size: int, *, batch_size: int, sgld_steps: int, repeats: int) -> list[dict]:
-  """Times one CD iteration (chain + update) and the SGLD chain alone at `size`²."""
-  from adjax import sampling  # pylint: disable=g-import-not-at-top
-  from adjax import train
-  from adjax.data import pipeline
-  from adjax.methods import ebm
-  from adjax.models import energy
-  from configs import ebm as ebm_config
-
-  config = ebm_config.get_config('paper')
-  config.data.image_size = size
-  config.model.features = energy.features_for(size)
-  config.ebm.sgld_steps = sgld_steps
-  config.model.strided_impl = _STRIDED_IMPL.value
-  method = ebm.make(config)
-  rng = np.random.default_rng(0)
-  images = rng.uniform(-1, 1, (batch_size, size, size, 3)).astype(np.float32)
-  batch = {'image': images, 'mask': np.zeros(images.shape[:3], np.float32),
-           'label': np.zeros(batch_size, np.int32), 'has_mask': np.zeros(batch_size, bool)}
-  sharding = pipeline.device_sharding()
-  state = pipeline.replicate(train.create_train_state(method, seed=0, sample_images=images[:1]), sharding)
-  device_batch = pipeline.shard(batch, sharding)
-  step = train.make_train_step(method)
-  iteration = _median_seconds(lambda: step(state, device_batch)[0].params, repeats)
-
-  model = energy.EnergyNet(first_features=config.model.first_features, features=tuple(config.model.features),
-                           strided_impl=config.model.strided_impl)
-  energy_fn = lambda x: model.apply({'params': state.params}, x)
-  chain = jax.jit(lambda x, key: sampling.sgld(energy_fn, x, key, num_steps=sgld_steps, step_size=1.0,
-                                               noise_scale=0.01))
-  x0, key = jax.numpy.asarray(images), jax.random.PRNGKey(0)
-  chain_seconds = _median_seconds(lambda: chain(x0, key), repeats)
-  common = dict(method='ebm', strided_impl=config.model.strided_impl, image_size=size, batch_size=batch_size, sgld_steps=sgld_steps,
-                devices=jax.local_device_count(), repeats=repeats)
-  return [
-      dict(common, case='train_iteration', ms=iteration * 1e3, images_per_second=batch_size / iteration),
-      dict(common, case='sgld_chain', ms=chain_seconds * 1e3,
-           sgld_steps_per_second=sgld_steps / chain_seconds,
-           images_per_second=batch_size / chain_seconds),
-  ]
+def run_case(case: bench_methods.Case, *, repeats: int, matmul_gflops: float) -> dict:
+  """Compiles, counts and times one case; returns its row."""
+  load, rss_before = os.getloadavg()[0], measure.max_rss_mb()
+  compiled, facts = measure.compile_with_cost(case.fn, *case.args)
+  flops = facts.pop('flops')
+  if case.loop:
+    body_fn, body_args, iterations = case.loop
+    flops += iterations * measure.flops_of(body_fn, *body_args)
+  flops *= case.flops_scale
+  timing = measure.timings_ms(lambda: jax.block_until_ready(compiled(*case.args)), repeats=repeats)
+  seconds = timing['median_ms'] / 1e3
+  row = dict(method=case.method, variant=case.variant, case=case.case, **timing, **facts, **case.extra,
+             images_per_second=case.images / seconds, flops=flops,
+             flops_counting='XLA cost analysis; scan bodies x iterations; x devices' if case.loop
+             else 'XLA cost analysis; x devices',
+             gflops_per_second=flops / seconds / 1e9, matmul_gflops=matmul_gflops,
+             fraction_of_matmul=flops / seconds / 1e9 / matmul_gflops,
+             device_peak_mb=measure.device_peak_mb(),
+             rss_growth_mb=measure.max_rss_mb() - rss_before, load_average_1min=load)
+  if 'sgld_steps' in case.extra and case.case == 'sgld_chain':
+    row['sgld_steps_per_second'] = case.extra['sgld_steps'] / seconds
+  row['compiled'] = compiled  # Reused by the input-pipeline run; dropped before the row is kept.
+  return row
 
 
-CASES = {'ebm': ebm_cases}
+def run_torch(variant: str, case: str, *, config, repeats: int) -> dict:
+  from adjax.bench import torch_reference  # pylint: disable=g-import-not-at-top
+  rss_before = measure.max_rss_mb()
+  step = torch_reference.make_case(variant, case, config=config)
+  if step is None:
+    return {'torch_note': f'no torch reference for {variant}/{case}'}
+  timing = measure.timings_ms(step, repeats=repeats)
+  return {f'torch_{key}': value for key, value in timing.items()} | {
+      'torch_rss_growth_mb': measure.max_rss_mb() - rss_before}
+
+
+def benchmark(*, method_names, sizes, batch_size: int, sgld_steps: int, repeats: int, input_steps: int,
+              with_torch: bool, data_dir: str = '', strided_impl: str | None = None, preset: str = 'paper',
+              log=print) -> list[dict]:
+  """All rows for `method_names` x their variants x `sizes` ('paper' = the preset's size, or int).
+
+  `preset` 'smoke' swaps every variant's paper preset for its smoke preset. A failing case becomes a row
+  with an `error` (the traceback goes to stderr) and the run goes on.
+  """
+  rows = []
+  for name in method_names:
+    for variant in bench_methods.variants_of(name):
+      if preset != 'paper':
+        variant = variant._replace(preset=preset)
+      for size in sizes:
+        label = 'paper' if size == 'paper' else 'small'
+        try:
+          paper_size = bench_methods.load_config(variant).data.image_size
+          side = paper_size if size == 'paper' else int(size)
+          if label == 'small' and side == paper_size:
+            label = 'paper'
+          config = bench_methods.sized_config(variant, size=side, batch_size=batch_size,
+                                              sgld_steps=sgld_steps, data_dir=data_dir)
+          if strided_impl and config.method == 'ebm':
+            config.model.strided_impl = strided_impl
+          matmul = measure.matmul_gflops()
+          for case in bench_methods.build_cases(variant, config, method_name=name):
+            row = run_case(case, repeats=repeats, matmul_gflops=matmul)
+            row.update(image_size=side, size=label, batch_size=batch_size, repeats=repeats,
+                       devices=jax.local_device_count())
+            compiled = row.pop('compiled')
+            if case.train_step is not None and input_steps > 0:
+              row.update(bench_methods.input_wait(config, case, compiled=compiled, steps=input_steps))
+            if with_torch:
+              row.update(run_torch(variant.name, case.case, config=config, repeats=repeats))
+              if 'torch_median_ms' in row:
+                row['time_ratio_vs_torch'] = row['median_ms'] / row['torch_median_ms']
+            rows.append(row)
+            log(format_row(row))
+        except Exception as error:  # pylint: disable=broad-except  (one broken case must not end a long run)
+          traceback.print_exc()
+          message = f'{type(error).__name__}: {error}'.splitlines()[0]
+          print(f'adjax.bench: {name}/{variant.name} at {size}: {message}', file=sys.stderr)
+          rows.append(dict(method=name, variant=variant.name, size=label, error=message))
+  return rows
+
+
+COLUMNS = ('variant', 'case', 'size', 'ms median (min-max)', 'images/s', 'compile s', 'GFLOP',
+           'GFLOP/s (% matmul)', 'XLA buffers MB', 'RSS +MB', 'input wait', 'torch ms', 'adjax/torch')
+
+
+def _cells(row: dict) -> list[str]:
+  if 'error' in row:
+    return [row['variant'], 'error', row['size'], row['error']] + [''] * (len(COLUMNS) - 4)
+  optional = lambda key, form: form.format(row[key]) if row.get(key) is not None else '-'
+  return [row['variant'], row['case'], f'{row["image_size"]}² ({row["size"]})',
+          f'{row["median_ms"]:.1f} ({row["min_ms"]:.1f}-{row["max_ms"]:.1f})',
+          f'{row["images_per_second"]:.2f}', f'{row["compile_seconds"]:.1f}', f'{row["flops"] / 1e9:.2f}',
+          f'{row["gflops_per_second"]:.1f} ({100 * row["fraction_of_matmul"]:.0f}%)',
+          optional('xla_buffers_mb', '{:.0f}'), f'{row["rss_growth_mb"]:.0f}',
+          optional('input_wait_fraction', '{:.1%}'), optional('torch_median_ms', '{:.1f}'),
+          optional('time_ratio_vs_torch', '{:.2f}')]
+
+
+def format_row(row: dict) -> str:
+  return '| ' + ' | '.join(_cells(row)) + ' |'
+
+
+def markdown_table(rows: list[dict]) -> str:
+  lines = ['| ' + ' | '.join(COLUMNS) + ' |', '|' + '---|' * len(COLUMNS)]
+  return '\n'.join(lines + [format_row(row) for row in rows])
 
 
 def main(argv):
-  del argv
-  sys.path.insert(0, os.getcwd())
-  unknown = [m for m in _METHODS.value if m not in CASES]
-  if unknown:
-    print(f'adjax: error: --methods: unknown {unknown}; known: {sorted(CASES)}', file=sys.stderr)
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments {argv[1:]}')
+  known = methods_lib.known_methods()
+  names = _METHODS.value or list(known)
+  unknown = [name for name in names if name not in known]
+  bad_sizes = [size for size in _SIZES.value if size != 'paper' and not (size.isdigit() and int(size) > 0)]
+  if unknown or bad_sizes or _REPEATS.value < 1:
+    print(f'adjax.bench: error: --methods unknown {unknown} (known: {", ".join(known)}); --sizes invalid '
+          f'{bad_sizes} (paper or positive ints); --repeats {_REPEATS.value} (>= 1)', file=sys.stderr)
     sys.exit(2)
-  rows = []
-  print(f'jax {jax.__version__}, {jax.local_device_count()} device(s), '
-        f'XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}')
-  for name in _METHODS.value:
-    for size in _SIZES.value:
-      for row in CASES[name](int(size), batch_size=_BATCH.value, sgld_steps=_SGLD_STEPS.value,
-                             repeats=_REPEATS.value):
-        rows.append(row)
-        extra = (f', {row["sgld_steps_per_second"]:.1f} SGLD steps/s'
-                 if 'sgld_steps_per_second' in row else '')
-        print(f'{row["method"]:5s} {row["case"]:16s} {size:>4s}² batch {row["batch_size"]}: '
-              f'{row["ms"]:9.1f} ms, {row["images_per_second"]:8.2f} images/s{extra}', flush=True)
+  if _TORCH.value:
+    try:
+      import torch  # pylint: disable=g-import-not-at-top,unused-import
+    except ImportError:
+      print('adjax.bench: --torch: torch is not installed; skipping the PyTorch comparison '
+            '(pip install torch==2.13.0)', file=sys.stderr)
+      _TORCH.value = False
+  env = environment()
+  print(f'jax {env["jax"]}, {env["devices"]} device(s) ({env["platform"]}, {env["cpu_count"]} CPUs), '
+        f'XLA_FLAGS={env["xla_flags"]!r}, load average {env["load_average"]}', flush=True)
+  print('| ' + ' | '.join(COLUMNS) + ' |\n' + '|' + '---|' * len(COLUMNS), flush=True)
+  rows = benchmark(method_names=names, sizes=_SIZES.value, batch_size=_BATCH.value,
+                   sgld_steps=_SGLD_STEPS.value, repeats=_REPEATS.value, input_steps=_INPUT_STEPS.value,
+                   with_torch=_TORCH.value, data_dir=_DATA_DIR.value, strided_impl=_STRIDED_IMPL.value,
+                   preset=_PRESET.value, log=lambda line: print(line, flush=True))
+  env['load_average_end'] = os.getloadavg()
+  print('\n' + markdown_table(rows))
+  print(f'load average at the end {env["load_average_end"]}; ms per call (SGLD row: per chain); '
+        'adjax/torch = time ratio (< 1: adjax faster)')
   if _JSON.value:
     with open(_JSON.value, 'w') as file:
-      json.dump(rows, file, indent=2)
+      json.dump({'environment': env, 'rows': rows}, file, indent=2, default=str)
+  if any('error' in row for row in rows):
+    sys.exit(1)
 
 
 if __name__ == '__main__':
