@@ -90,3 +90,24 @@ def test_empty_data_dir_means_the_tfds_default_not_the_current_directory(tmp_pat
   monkeypatch.chdir(tmp_path / '..')
   builder = sources.make_builder(name='digits', category='3', data_dir='')
   assert str(builder.data_dir).startswith(str(tmp_path / 'tfds_home'))
+
+
+def test_several_categories_concatenate_with_a_category_index(tmp_path):
+  args = dict(name='digits', split='train', data_dir=tmp_path)
+  zero, _ = sources.load_split(category='0', **args)
+  one, _ = sources.load_split(category='1', **args)
+  both, info = sources.load_split(category='0+1', **args)
+  assert info['categories'] == ['0', '1'] and len(both) == len(zero) + len(one)
+  last_zero, first_one = both[len(zero) - 1], both[len(zero)]
+  assert last_zero['category_index'] == 0 and first_one['category_index'] == 1
+  np.testing.assert_array_equal(last_zero['image'], zero[len(zero) - 1]['image'])
+  np.testing.assert_array_equal(first_one['image'], one[0]['image'])
+  with pytest.raises(IndexError):
+    both[len(both)]  # pylint: disable=pointless-statement
+  assert sources.categories_of(name='digits', category='all') == [str(d) for d in range(10)]
+  assert sources.split_names(category='0+1', name='digits', data_dir=tmp_path) == ['test', 'train']
+
+
+def test_all_is_refused_for_folder_datasets():
+  with pytest.raises(InputError, match="'all' needs a dataset with fixed categories"):
+    sources.categories_of(name='folder', category='all')

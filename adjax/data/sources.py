@@ -4,11 +4,16 @@
                               data_dir='~/tensorflow_datasets', manual_dir='~/mvtec_anomaly_detection')
     len(source); source[0]  # dict of numpy arrays / bytes / ints in `adjax.data.features` form
 
+Several categories at once (one model over a whole dataset, seed 003's Mixer): `category='all'` (every config
+of the dataset) or `'brick+grass'`; the splits are concatenated in that order and every example gains an int
+`category_index` (its category's position in the list; 0 for a single category).
+
 Builds use `file_format='array_record'` and run once per config (tfds reuses prepared data); reading needs
 no TensorFlow. Builder modules are imported only when their name is asked for, so a missing or broken
 optional builder does not affect the others. To add a dataset, add one line to `_REGISTRY`.
 """
 
+import bisect
 import importlib
 import os
 import pathlib
@@ -94,11 +99,47 @@ def _has_masks(builder: tfds.core.DatasetBuilder) -> bool:
   return any(bool(test[index]['has_mask']) for index in range(len(test)))
 
 
+def categories_of(*, name: str, category) -> list[str]:
+  """`'all'` -> every builder config of `name`; `'a+b'` -> ['a', 'b']; anything else -> [category]."""
+  category = str(category)
+  if category == 'all':
+    builder_cls = getattr(_module(name), _REGISTRY[name].builder)
+    if _REGISTRY[name].config_fn or not builder_cls.builder_configs:
+      raise InputError(f"data.category: 'all' needs a dataset with fixed categories, not {name!r}; "
+                       "list them as 'a+b+c'")
+    return list(builder_cls.builder_configs)
+  return category.split('+') if '+' in category else [category]
+
+
+class CombinedSource:
+  """Concatenated random-access sources; example i gains `category_index` (which source it came from)."""
+
+  def __init__(self, sources):
+    self._sources = list(sources)
+    self._starts = [0]
+    for source in self._sources:
+      self._starts.append(self._starts[-1] + len(source))
+
+  def __len__(self):
+    return self._starts[-1]
+
+  def __getitem__(self, index):
+    index = int(index)
+    if not 0 <= index < len(self):
+      raise IndexError(f'index {index} out of range for {len(self)} examples')
+    which = bisect.bisect_right(self._starts, index) - 1
+    return {**self._sources[which][index - self._starts[which]], 'category_index': which}
+
+
 def split_names(*, name: str, category, data_dir, manual_dir=None) -> list[str]:
-  """The splits `name/category` has (building it if needed), e.g. ['test', 'train']."""
-  builder = make_builder(name=name, category=category, data_dir=data_dir, manual_dir=manual_dir)
-  prepare(builder, name=name, manual_dir=manual_dir)
-  return sorted(builder.info.splits.keys())
+  """The splits `name/category` has (all categories, for several), building it if needed."""
+  names = None
+  for one in categories_of(name=name, category=category):
+    builder = make_builder(name=name, category=one, data_dir=data_dir, manual_dir=manual_dir)
+    prepare(builder, name=name, manual_dir=manual_dir)
+    found = set(builder.info.splits.keys())
+    names = found if names is None else names & found
+  return sorted(names)
 
 
 def load_split(*, name: str, category, split: str, data_dir, manual_dir=None) -> tuple[Any, dict]:
@@ -106,15 +147,24 @@ def load_split(*, name: str, category, split: str, data_dir, manual_dir=None) ->
 
   Args:
     name: dataset name, one of `NAMES`.
-    category: builder config (`bottle`, `3`, `brick`, or a folder's category name).
+    category: builder config (`bottle`, `3`, `brick`, or a folder's category name); several as
+      `'all'` or `'a+b'` (a `CombinedSource`).
     split: 'train' or 'test'.
     data_dir: where tfds keeps prepared data.
     manual_dir: root of the MVTec-layout tree (`mvtec_ad`, `folder`); `mvtec_ad` needs it only to build.
   Returns:
     (source, info): `source` has `len()` and `source[i]` -> dict of `adjax.data.features` values;
     `info` is a dict with `name`, `category`, `split`, `num_examples` (of this split), `has_masks`
-    (any test image has a mask) and `data_dir` (the prepared dataset's directory).
+    (any test image has a mask), `data_dir` (the prepared dataset's directory) and `categories` (list).
   """
+  categories = categories_of(name=name, category=category)
+  if len(categories) > 1:
+    parts = [load_split(name=name, category=one, split=split, data_dir=data_dir, manual_dir=manual_dir)
+             for one in categories]
+    source = CombinedSource([part[0] for part in parts])
+    return source, {'name': name, 'category': str(category), 'split': split, 'num_examples': len(source),
+                    'has_masks': any(part[1]['has_masks'] for part in parts),
+                    'data_dir': parts[0][1]['data_dir'], 'categories': categories}
   builder = make_builder(name=name, category=category, data_dir=data_dir, manual_dir=manual_dir)
   prepare(builder, name=name, manual_dir=manual_dir)
   splits = builder.info.splits
@@ -128,5 +178,6 @@ def load_split(*, name: str, category, split: str, data_dir, manual_dir=None) ->
       'num_examples': len(source),
       'has_masks': _has_masks(builder),
       'data_dir': str(builder.data_dir),
+      'categories': categories,
   }
   return source, info
