@@ -7,6 +7,7 @@ the batch, `lax.pmean` across devices) belongs to the caller's train step, never
 One module per method family, all re-exported here:
   ebm   contrastive_divergence (seed 004)
   fcdd  pseudo_huber, push, hsc_image_loss, fcdd_loss, pixel_hsc_loss (seed 000)
+  occ   squared_distance, soft_boundary (seed 002)
   reconstruction  l2_map, l1_map, ssim_map, ssim_loss_map, dssim_map, ms_ssim, lamp, contractive_penalty,
         denoising_corruption, ema_class_thresholds, threshold_predictions, weighted_majority_vote
         (seeds 001, 003)
@@ -18,6 +19,8 @@ from adjax.losses.fcdd import hsc_image_loss
 from adjax.losses.fcdd import pixel_hsc_loss
 from adjax.losses.fcdd import pseudo_huber
 from adjax.losses.fcdd import push
+from adjax.losses.occ import soft_boundary
+from adjax.losses.occ import squared_distance
 from adjax.losses.reconstruction import contractive_penalty
 from adjax.losses.reconstruction import denoising_corruption
 from adjax.losses.reconstruction import dssim_map
