@@ -11,10 +11,10 @@ import io
 from pathlib import Path
 import textwrap
 
-import matplotlib
-
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+# Figures are drawn without pyplot (matplotlib.figure.Figure renders with Agg), so importing adjax never
+# changes the caller's matplotlib backend (e.g. inline plots in a notebook) and no global figure state is kept.
+from matplotlib import figure as mpl_figure
+from matplotlib import image as mpl_image
 import numpy as np
 
 from adjax import metrics
@@ -29,12 +29,11 @@ def _save(figure, path: Path) -> np.ndarray:
   path.parent.mkdir(parents=True, exist_ok=True)
   buffer = io.BytesIO()
   figure.savefig(buffer, format='png', dpi=90, bbox_inches='tight')
-  plt.close(figure)
   temporary = path.with_suffix('.png.tmp')
   temporary.write_bytes(buffer.getvalue())
   temporary.replace(path)
   buffer.seek(0)
-  return (plt.imread(buffer)[..., :3] * 255).astype(np.uint8)
+  return (mpl_image.imread(buffer)[..., :3] * 255).astype(np.uint8)
 
 
 def _display(image: np.ndarray) -> np.ndarray:
@@ -83,7 +82,8 @@ def examples_figure(images, masks, maps, titles, *, path: Path, caption: str = '
   One colour scale for every overlay (1st-99.5th percentile of the shown maps), so columns compare.
   """
   count = len(images)
-  figure, axes = plt.subplots(3, count, figsize=(1.8 * count, 5.6), squeeze=False)
+  figure = mpl_figure.Figure(figsize=(1.8 * count, 5.6))
+  axes = figure.subplots(3, count, squeeze=False)
   if caption:
     figure.suptitle(caption, fontsize=8)
   low, high = np.percentile(np.stack(maps), [1, 99.5])
@@ -105,7 +105,8 @@ def histograms_figure(scored: dict, *, primary_map: str, primary_score: str, ima
                       pixel_threshold, has_masks: bool, path: Path) -> np.ndarray:
   """Good vs defective image-score histogram, and good vs defective pixel-score histogram."""
   panels = 2 if has_masks else 1
-  figure, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.4), squeeze=False)
+  figure = mpl_figure.Figure(figsize=(5 * panels, 3.4))
+  axes = figure.subplots(1, panels, squeeze=False)
   labels, scores = scored['labels'], scored['scores'][primary_score]
   axis = axes[0, 0]
   bins = np.linspace(scores.min(), max(scores.max(), scores.min() + 1e-6), 40)
@@ -174,7 +175,8 @@ def curves_figure(scored: dict, results: dict, *, primary_map: str, primary_scor
   if image_curve is None and pixel is None:
     return None
   panels = 3 if pixel is not None else 2
-  figure, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.8), squeeze=False)
+  figure = mpl_figure.Figure(figsize=(4.2 * panels, 3.8))
+  axes = figure.subplots(1, panels, squeeze=False)
   roc_axis, pr_axis = axes[0, 0], axes[0, 1]
   for axis in axes[0]:
     axis.set_xlim(-0.02, 1.02)
