@@ -2,6 +2,11 @@
 
 Without `--workdir` the run goes to `runs/<config name>[-<preset>]`. Bad input (unknown config key, missing
 dataset, bad layout, ...) ends with one line on stderr and exit code 2; a diverged training with exit code 1.
+
+Several processes (hosts): start the same command once per process with `--coordinator_address=HOST:PORT
+--num_processes=N --process_id=I` (or the environment variables `JAX_COORDINATOR_ADDRESS`,
+`JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`), or with `--distributed` under a cluster scheduler JAX detects (SLURM,
+Open MPI, ...). Every process needs the same config, data and a shared `--workdir`.
 """
 
 import os
@@ -25,7 +30,18 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, optional
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, TensorBoard events, figures and '
                                'results.json go (default: runs/<config name>[-<preset>]).')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'Several processes: HOST:PORT of process 0 '
+                                   '(default: $JAX_COORDINATOR_ADDRESS).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Several processes: how many '
+                                      '(default: $JAX_NUM_PROCESSES).')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'Several processes: this one\'s index, 0 to '
+                                   'num_processes - 1 (default: $JAX_PROCESS_ID).')
+_DISTRIBUTED = flags.DEFINE_bool('distributed', False, 'Several processes, all settings detected by JAX from '
+                                 'the cluster environment (SLURM, Open MPI, Kubernetes, ...).')
 flags.mark_flags_as_required(['config'])
+
+_ENVIRONMENT = {'coordinator_address': 'JAX_COORDINATOR_ADDRESS', 'num_processes': 'JAX_NUM_PROCESSES',
+                'process_id': 'JAX_PROCESS_ID'}
 
 
 def default_workdir(config_argument: str) -> Path:
@@ -67,9 +83,51 @@ def _parse_flags(argv):
     _fail(f'--config: {type(error).__name__}: {_one_line(error)}')
 
 
+def distributed_settings(*, coordinator_address=None, num_processes=None, process_id=None,
+                         environ=os.environ) -> dict | None:
+  """The `jax.distributed.initialize` arguments from flags, else environment variables; None: one process."""
+  given = {'coordinator_address': coordinator_address, 'num_processes': num_processes,
+           'process_id': process_id}
+  for name, variable in _ENVIRONMENT.items():
+    if given[name] is None and environ.get(variable):
+      value = environ[variable]
+      if name != 'coordinator_address':
+        try:
+          value = int(value)
+        except ValueError:
+          raise InputError(f'${variable}: must be an integer, got {value!r}') from None
+      given[name] = value
+  if all(value is None for value in given.values()):
+    return None
+  missing = [f'--{name} (or ${_ENVIRONMENT[name]})' for name, value in given.items() if value is None]
+  if missing:
+    raise InputError(f'several processes need {", ".join(missing)} as well')
+  if not 0 <= given['process_id'] < given['num_processes']:
+    raise InputError(f'--process_id: {given["process_id"]} is not in [0, {given["num_processes"]})')
+  return given
+
+
+def initialize_distributed(settings: dict | None, *, detect: bool = False) -> None:
+  """Starts JAX's multi-process runtime (before any computation); CPU collectives go through gloo."""
+  if settings is None and not detect:
+    return
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # Only affects CPU devices.
+  jax.distributed.initialize(**(settings or {}))
+  logging.info('Process %d of %d; %d local and %d global devices', jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
 def main(argv):
   if len(argv) > 1:
     _fail(f'unexpected arguments: {" ".join(argv[1:])}')
+  try:
+    settings = distributed_settings(coordinator_address=_COORDINATOR.value,
+                                    num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+  except InputError as error:
+    _fail(str(error))
+  initialize_distributed(settings, detect=_DISTRIBUTED.value)
+  import jax  # pylint: disable=g-import-not-at-top
   from adjax import train  # pylint: disable=g-import-not-at-top  (slow imports after flag checks)
   # The config flag's argument keeps its `:preset` suffix.
   workdir = Path(_WORKDIR.value) if _WORKDIR.value else default_workdir(
@@ -81,6 +139,8 @@ def main(argv):
     _fail(str(error))
   except train.TrainingDiverged as error:
     _fail(str(error), code=1)
+  if jax.process_index() > 0:  # Process 0 writes results.json.
+    return
   summary = {k: results[k] for k in ('image_auroc', 'pixel_auroc', 'pixel_aupro') if k in results}
   print(f'adjax: wrote {workdir / "results.json"}: ' +
         ', '.join(f'{k} {v:.4f}' if v is not None else f'{k} n/a' for k, v in summary.items()))

@@ -145,6 +145,10 @@ def _restore_with_meta(manager: ocp.CheckpointManager, state: TrainState, method
 
 
 def _save(manager, state: TrainState, *, method_name: str, train_seconds: float, update_scale: float = 1.0):
+  if jax.process_count() > 1:
+    # pmap's unmapped outputs are per-process copies orbax cannot save as one global array; identical
+    # host copies are written once, by process 0.
+    state = jax.device_get(state)
   meta = {'method': method_name, 'step': int(state.step), 'train_seconds': train_seconds,
           'update_scale': update_scale}
   manager.save(int(state.step), args=ocp.args.Composite(
