@@ -19,7 +19,9 @@ from adjax.data import transforms
 from adjax.errors import InputError
 
 # Fields that reach the devices; text fields stay on the host.
-ARRAY_KEYS = ('image', 'mask', 'label', 'has_mask')
+# `category_index` (int) says which category of a multi-category source (`sources.CombinedSource`) an example
+# is from; 0 for a single category.
+ARRAY_KEYS = ('image', 'mask', 'label', 'has_mask', 'category_index')
 
 
 def _preprocessor(spec: str):
@@ -31,6 +33,7 @@ def _preprocessor(spec: str):
       example = ops(dict(example), rng)
     except InputError as error:  # e.g. an image too small for a crop: name the file.
       raise InputError(f'{_text(example.get("filename", "?"))}: {error}') from None
+    example.setdefault('category_index', 0)
     return {key: np.asarray(example[key]) for key in ARRAY_KEYS}
 
   return preprocess
