@@ -253,11 +253,11 @@ def reconstruction_notebook():
       first_config="lamp_config.get_config('smoke')",
       runs=[('lamp', '## LAMP\n\nL2 base loss amplified by LAMP, Adam. `config.lamp.enabled = False` gives '
              'the plain L2 loss; `config.loss.base` picks `l1` or `ssim`.',
-             "config = lamp_config.get_config('smoke')", '500'),
+             "config = lamp_config.get_config('smoke')", '300'),
             ('cae', '## Denoising + contractive autoencoder\n\n`config.denoising.scale = 0` turns off the '
              'input noise, `config.contractive.weight = 0` the Jacobian penalty. The image threshold comes '
              'from training data (`threshold_source` in `results.json`).',
-             "config = cae_config.get_config('smoke')", '500')],
+             "config = cae_config.get_config('smoke')", '300')],
       closing="""
           ## Next
 
@@ -271,7 +271,7 @@ def occ_notebook():
   return _method_notebook(
       name='occ', title='OCC with a data-agnostic center (seed 002)',
       intro="""
-          Frozen multi-scale backbone features go through a trainable 1x1 projector; a soft-boundary loss pulls
+          Frozen multi-scale backbone features (ResNet-18 layers 1-3 here) go through a trainable 1x1 projector; a soft-boundary loss pulls
           every projected feature of a normal image towards a fixed, random, data-agnostic center
           (`adjax/losses/occ.py`). The anomaly map is the distance to the center per feature position, upsampled;
           the image score its maximum. **No pretrained weights can be downloaded here**: without
@@ -467,7 +467,7 @@ def losses_notebook():
           print('contrastive_divergence of 4 images against 4 noise images:',
                 losses.contrastive_divergence(energy_net.apply(energy_params, train_images[:4]),
                                               energy_net.apply(energy_params, -train_images[:4])).shape)
-          energy_params, ebm_history = train_loop(ebm_objective, energy_params, learning_rate=1e-4)
+          energy_params, ebm_history = train_loop(ebm_objective, energy_params)
           energy_gradients = jax.vmap(jax.grad(lambda x: energy_net.apply(energy_params, x[None])[0]))(test['image'])
           ebm_maps = np.asarray(jnp.linalg.norm(energy_gradients, axis=-1))
           report('EBM gradient map', ebm_maps, np.asarray(energy_net.apply(energy_params, test['image'])))
