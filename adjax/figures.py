@@ -104,6 +104,7 @@ def examples_figure(images, masks, maps, titles, *, path: Path, caption: str = '
 def histograms_figure(scored: dict, *, primary_map: str, primary_score: str, image_threshold,
                       pixel_threshold, has_masks: bool, path: Path) -> np.ndarray:
   """Good vs defective image-score histogram, and good vs defective pixel-score histogram."""
+  has_masks = has_masks and bool(scored['has_mask'].any())
   panels = 2 if has_masks else 1
   figure = mpl_figure.Figure(figsize=(5 * panels, 3.4))
   axes = figure.subplots(1, panels, squeeze=False)

@@ -302,7 +302,8 @@ _LOSSES_INTRO = """
     2. `losses.lamp` on top of `losses.l2_map` (seed 001) for a conv autoencoder;
     3. `losses.contrastive_divergence` (seed 004) for an energy net with negatives from `adjax.sampling.sgld`.
 
-    Each is then scored on the test split with `adjax.metrics`.
+    Each is then scored on the test split with `adjax.metrics`. The models are tiny and train for a few
+    hundred steps on 32x32 crops: their numbers show the API at work, not the seeds' results.
 """ + _COLAB_NOTE.format(name='losses')
 
 
@@ -515,13 +516,20 @@ NOTEBOOKS = {
 }
 
 
-def write(name: str) -> Path:
+def render(name: str) -> str:
+  """The .ipynb text of notebook `name` (deterministic: the same text on every run)."""
   notebook = nbformat.v4.new_notebook(cells=NOTEBOOKS[name]())
+  for index, cell in enumerate(notebook.cells):
+    cell.id = f'{name}-{index:02d}'  # Stable ids: regenerating an unchanged notebook changes no byte.
   notebook.metadata.update(kernelspec={'name': 'python3', 'display_name': 'Python 3', 'language': 'python'},
                            language_info={'name': 'python'}, colab={'provenance': []})
   nbformat.validate(notebook)
+  return nbformat.writes(notebook) + '\n'
+
+
+def write(name: str) -> Path:
   path = COLABS / f'{name}.ipynb'
-  path.write_text(nbformat.writes(notebook) + '\n')
+  path.write_text(render(name))
   return path
 
 
