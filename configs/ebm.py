@@ -2,7 +2,7 @@
 
 Presets
   smoke    a whole run in well under a minute on 2 CPU cores (tests use it); numbers mean nothing.
-  default  embedded brick texture, 64x64, 40 SGLD steps, 60 iterations: about 9 min on 2 CPU cores.
+  default  embedded gravel texture, 64x64, 40 SGLD steps, 60 iterations (< 10 min on 2 CPU cores).
   paper    seed 004's settings: 128x128, Table 3 network, 100 non-persistent SGLD steps from U(-1, 1),
            MVTec AD (set --config.data.manual_dir and --config.data.category); meant for a GPU.
 """
@@ -22,7 +22,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.data = ml_collections.ConfigDict()
   config.data.name = 'textures'
-  config.data.category = 'brick'
+  # Gravel: the EBM detects its defects within the CPU budget; on brick's faint defects it stays near chance
+  # (README, EBM).
+  config.data.category = 'gravel'
   config.data.data_dir = ''  # Empty: tfds's default (~/tensorflow_datasets).
   config.data.manual_dir = ''  # Root of an MVTec-layout tree for `mvtec_ad` / `folder`.
   config.data.image_size = 64
