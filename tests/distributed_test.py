@@ -18,6 +18,8 @@ from adjax.data import sources
 from adjax.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from configs import ebm as ebm_config  # pylint: disable=g-import-not-at-top,wrong-import-position
 TIMING_KEYS = ('train_seconds', 'train_images_per_second', 'eval_seconds')
 
 
@@ -52,7 +54,8 @@ def _start(workdir, data_dir, *extra, devices: int, log: Path):
 
 def test_two_processes_equal_one_process_with_two_devices(tmp_path):
   data_dir = tmp_path / 'tfds'
-  sources.load_split(name='textures', category='brick', split='train', data_dir=str(data_dir))
+  smoke = ebm_config.get_config('smoke').data  # Built once here: concurrent runs must not race to build it.
+  sources.load_split(name=smoke.name, category=smoke.category, split='train', data_dir=str(data_dir))
   single_dir, multi_dir = tmp_path / 'single', tmp_path / 'multi'
   address = f'127.0.0.1:{_free_port()}'
   runs = [_start(single_dir, data_dir, devices=2, log=tmp_path / 'single.log')]

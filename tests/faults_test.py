@@ -23,6 +23,8 @@ from adjax.data import sources
 from adjax.methods import Method
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from configs import ebm as ebm_config  # pylint: disable=g-import-not-at-top,wrong-import-position
 TMP_MARK = 'orbax-checkpoint-tmp'
 TIMING_KEYS = ('train_seconds', 'train_images_per_second', 'eval_seconds')
 
@@ -31,7 +33,8 @@ TIMING_KEYS = ('train_seconds', 'train_images_per_second', 'eval_seconds')
 def data_dir(tmp_path_factory):
   """The embedded textures, built once here so concurrent runs never race to build them."""
   directory = tmp_path_factory.mktemp('tfds')
-  sources.load_split(name='textures', category='brick', split='train', data_dir=str(directory))
+  smoke = ebm_config.get_config('smoke').data
+  sources.load_split(name=smoke.name, category=smoke.category, split='train', data_dir=str(directory))
   return directory
 
 
