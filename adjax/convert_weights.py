@@ -28,7 +28,6 @@ _INPUT = flags.DEFINE_string('input', None, 'Weights file: .pth, .pt, .bin or .s
 _OUTPUT = flags.DEFINE_string('output', None, 'Flax file to write (default: input with suffix .msgpack).')
 _OUTPUTS = flags.DEFINE_list('outputs', None, 'Keep only what these features need (default: everything).')
 _NUM_CLASSES = flags.DEFINE_integer('num_classes', 1000, 'Classifier width in the file.')
-flags.mark_flags_as_required(['arch', 'input'])
 
 
 def convert(arch: str, input_path: str | os.PathLike, output_path: str | os.PathLike, *,
@@ -56,4 +55,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  # Required only for the command: importing `convert` must not constrain other programs' flags.
+  flags.mark_flags_as_required(['arch', 'input'])
   app.run(main)

@@ -120,7 +120,8 @@ def random_batch(*, batch_size: int, size: int, seed: int = 0) -> dict:
   rng = np.random.default_rng(seed)
   images = rng.uniform(-1, 1, (batch_size, size, size, 3)).astype(np.float32)
   return {'image': images, 'mask': np.zeros(images.shape[:3], np.float32),
-          'label': np.zeros(batch_size, np.int64), 'has_mask': np.zeros(batch_size, bool)}
+          'label': np.zeros(batch_size, np.int64), 'has_mask': np.zeros(batch_size, bool),
+          'category_index': np.zeros(batch_size, np.int64)}
 
 
 def _sgld_fn(config):
