@@ -1,9 +1,9 @@
 """XLA options adjax sets by default before JAX starts, because they measurably win on CPU.
 
 `--xla_cpu_experimental_ynn_fusion_type=-individual_convolution` keeps XLA:CPU from handing single
-convolutions to YNNPACK, whose weight- and input-gradient convolutions are slow on x86 CPUs; with it, the
-EBM's SGLD chain and the conv train steps run 1.5-2.5x faster (README, Performance). The option only
-concerns the CPU backend, so setting it is harmless on GPU/TPU hosts.
+convolutions to YNNPACK, whose weight- and input-gradient convolutions are slow on x86 CPUs (`python -m adjax.bench` with
+`ADJAX_XLA_DEFAULTS=0` measures the difference). The option only concerns the CPU backend, so setting it is
+harmless on GPU/TPU hosts.
 
 Override: any value of the same option already in `XLA_FLAGS` wins, and `ADJAX_XLA_DEFAULTS=0` turns the
 defaults off.
