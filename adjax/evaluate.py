@@ -22,13 +22,14 @@ def score_split(method: methods.Method, variables, statistics, source, *, prepro
   """Runs `method.score` over every example of `source`, pmapped over `devices`.
 
   Returns host arrays: `maps` name -> `[N, H, W]` float32, `scores` name -> `[N]`, `labels [N]`,
-  `masks [N, H, W]` uint8 in {0, 1}, `has_mask [N]`, `defect_types` list of str.
+  `masks [N, H, W]` uint8 in {0, 1}, `has_mask [N]`, `category_index [N]` (0 for a single category),
+  `defect_types` list of str.
   """
   devices = list(devices or jax.local_devices())
   batch_size = max(len(devices), batch_size - batch_size % len(devices))
   sharding = pipeline.device_sharding(devices)
   score = jax.pmap(method.score, in_axes=(None, None, 0), devices=devices)
-  maps, scores, labels, masks, has_mask, defect_types = {}, {}, [], [], [], []
+  maps, scores, labels, masks, has_mask, category_index, defect_types = {}, {}, [], [], [], [], []
   for batch in pipeline.eval_batches(source, preprocess=preprocess, batch_size=batch_size,
                                      keep_text=True):
     valid = batch['valid']
@@ -41,17 +42,26 @@ def score_split(method: methods.Method, variables, statistics, source, *, prepro
     labels.append(batch['label'][valid])
     masks.append((batch['mask'][valid] > 0.5).astype(np.uint8))
     has_mask.append(batch['has_mask'][valid])
+    category_index.append(batch['category_index'][valid])
     defect_types.extend(batch['defect_type'])
   return {'maps': {k: np.concatenate(v) for k, v in maps.items()},
           'scores': {k: np.concatenate(v) for k, v in scores.items()},
           'labels': np.concatenate(labels).astype(np.int32), 'masks': np.concatenate(masks),
-          'has_mask': np.concatenate(has_mask).astype(bool), 'defect_types': defect_types}
+          'has_mask': np.concatenate(has_mask).astype(bool),
+          'category_index': np.concatenate(category_index).astype(np.int32), 'defect_types': defect_types}
 
 
 def compute_metrics(scored: dict, *, primary_map: str, primary_score: str, has_masks: bool,
                     image_threshold: float | None, fpr_limit: float = 0.3,
-                    num_bins: int | None = None) -> dict:
-  """Image metrics for every score, pixel metrics for every map, and the primary ones at top level."""
+                    num_bins: int | None = None, image_thresholds_by_category=None,
+                    categories=None) -> dict:
+  """Image metrics for every score, pixel metrics for every map, and the primary ones at top level.
+
+  `image_thresholds_by_category` ([num_categories], from training data) decides image i by
+  `score >= T[category_index[i]]` (seed 003's per-category thresholds) instead of one `image_threshold`.
+  With several `categories` (names by `category_index`), `by_category` holds per-category metrics
+  (see `category_metrics`) and `image_{precision,recall,f1}_category_mean` their means (seed 003 Table 3).
+  """
   labels = scored['labels']
   results = {'num_test_images': int(labels.size), 'num_anomalous_test_images': int(labels.sum())}
   both_classes = 0 < labels.sum() < labels.size
@@ -63,10 +73,14 @@ def compute_metrics(scored: dict, *, primary_map: str, primary_score: str, has_m
   primary_scores = scored['scores'][primary_score]
   f1, f1_threshold = metrics.f1_max(primary_scores, labels) if both_classes else (None, None)
   results.update(image_auroc=results['image_auroc_by_score'][primary_score], image_f1_max=f1)
+  decision_scores = primary_scores
+  if image_thresholds_by_category is not None:  # score - T[category] decided at threshold 0.
+    thresholds = np.asarray(image_thresholds_by_category, np.float32)
+    decision_scores, image_threshold = primary_scores - thresholds[scored['category_index']], 0.0
   if image_threshold is None:
     results.update(threshold=f1_threshold, threshold_source='test_f1_max' if both_classes else None)
   elif both_classes:
-    precision, recall, f1_at = metrics.precision_recall_f1(primary_scores, labels,
+    precision, recall, f1_at = metrics.precision_recall_f1(decision_scores, labels,
                                                            threshold=image_threshold)
     results.update(threshold=image_threshold, threshold_source='training_statistics',
                    image_precision=precision, image_recall=recall, image_f1=f1_at)
@@ -86,7 +100,53 @@ def compute_metrics(scored: dict, *, primary_map: str, primary_score: str, has_m
       logging.warning('Pixel metrics are null: the test masks hold only one class of pixels.')
   results.update(pixel)
   results.update(primary_map=primary_map, primary_score=primary_score)
+  if image_thresholds_by_category is not None:
+    results.update(threshold=None, thresholds_by_category=[float(t) for t in image_thresholds_by_category])
+  if categories is not None and len(categories) > 1:
+    results['by_category'] = category_metrics(
+        scored, decision_scores, categories=categories, primary_map=primary_map,
+        primary_score=primary_score, has_masks=has_masks, decision_threshold=image_threshold,
+        fpr_limit=fpr_limit, num_bins=num_bins)
+    for name in ('precision', 'recall', 'f1'):
+      values = [m[f'image_{name}'] for m in results['by_category'].values()]
+      results[f'image_{name}_category_mean'] = (
+          float(np.mean(values)) if values and None not in values else None)
   return results
+
+
+def category_metrics(scored: dict, decision_scores, *, categories, primary_map: str, primary_score: str,
+                     has_masks: bool, decision_threshold: float | None, fpr_limit: float = 0.3,
+                     num_bins: int | None = None) -> dict:
+  """Per category (by `scored['category_index']`): image AUROC of the primary score; at
+  `decision_threshold` (anomalous when `decision_scores [N] >=` it) precision / recall / F1 and the fractions
+  of normal and anomalous images classified correctly (seed 003 Table 4); pixel AUROC / AUPRO of the
+  primary map. None where a category lacks a class or there is no threshold."""
+  by_category = {}
+  for index, name in enumerate(categories):
+    keep = scored['category_index'] == index
+    labels, scores = scored['labels'][keep], scored['scores'][primary_score][keep]
+    decisions = np.asarray(decision_scores)[keep]
+    both_classes = 0 < labels.sum() < labels.size
+    entry = {'num_test_images': int(keep.sum()), 'num_anomalous_test_images': int(labels.sum()),
+             'image_auroc': metrics.image_auroc(scores, labels) if both_classes else None,
+             'image_precision': None, 'image_recall': None, 'image_f1': None,
+             'normal_accuracy': None, 'anomalous_accuracy': None}
+    if decision_threshold is not None and both_classes:
+      precision, recall, f1 = metrics.precision_recall_f1(decisions, labels, threshold=decision_threshold)
+      predicted = decisions >= decision_threshold
+      entry.update(image_precision=precision, image_recall=recall, image_f1=f1,
+                   normal_accuracy=float(np.mean(~predicted[labels == 0])),
+                   anomalous_accuracy=float(np.mean(predicted[labels == 1])))
+    entry.update(pixel_auroc=None, pixel_aupro=None)
+    if has_masks:
+      pixel_keep = keep & scored['has_mask']
+      masks = scored['masks'][pixel_keep]
+      if masks.any() and not masks.all():
+        pixel = metrics.pixel_metrics(scored['maps'][primary_map][pixel_keep], masks, fpr_limit=fpr_limit,
+                                      num_bins=num_bins)
+        entry.update(pixel_auroc=pixel['pixel_auroc'], pixel_aupro=pixel['pixel_aupro'])
+    by_category[name] = entry
+  return by_category
 
 
 def no_test_split_metrics() -> dict:
@@ -98,7 +158,7 @@ def no_test_split_metrics() -> dict:
 
 
 def evaluate(method: methods.Method, variables, statistics, source, *, config, preprocess: str,
-             has_masks: bool,
+             has_masks: bool, categories=None,
              devices=None, figure_dir: Path | None = None, writer=None) -> dict:
   """Scores the test split, computes metrics and (optionally) writes figures; returns the metrics dict."""
   start = time.perf_counter()
@@ -109,7 +169,8 @@ def evaluate(method: methods.Method, variables, statistics, source, *, config, p
   results = compute_metrics(
       scored, primary_map=config.eval.map, primary_score=config.eval.score, has_masks=has_masks,
       image_threshold=thresholds.get('image'), fpr_limit=config.eval.get('fpr_limit', 0.3),
-      num_bins=config.eval.get('num_bins') or None)
+      num_bins=config.eval.get('num_bins') or None,
+      image_thresholds_by_category=thresholds.get('image_by_category'), categories=categories)
   if figure_dir is not None and jax.process_index() == 0:
     images = figures.write_all(scored, source, figure_dir=Path(figure_dir),
                                preprocess=preprocess, primary_map=config.eval.map,

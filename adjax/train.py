@@ -290,7 +290,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
     test_source = test_source if semi_supervised_test is None else semi_supervised_test
     results = evaluate.evaluate(method, variables, statistics, test_source, config=config,
                                 preprocess=eval_preprocess,
-                                has_masks=test_info['has_masks'], devices=devices,
+                                has_masks=test_info['has_masks'], categories=test_info['categories'],
+                                devices=devices,
                                 figure_dir=workdir / 'figures', writer=writer)
   else:
     logging.warning('%s/%s has no test split: trained and fitted, nothing to evaluate.', data.name,

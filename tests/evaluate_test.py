@@ -66,3 +66,49 @@ def test_without_masks_or_with_one_class_metrics_are_null():
                                      has_masks=True, image_threshold=1.0)
   assert results['image_auroc'] is None and results['image_f1_max'] is None
   assert results['pixel_auroc'] is None and results['threshold'] == 1.0
+
+
+def test_per_category_thresholds_and_metrics_match_sklearn():
+  scored = scored_split(num_images=24, seed=3)
+  scored['category_index'] = np.repeat(np.array([0, 1, 2], np.int32), 8)
+  thresholds = [float(np.median(scored['scores']['max'][scored['category_index'] == k])) + 0.1 * k
+                for k in range(3)]
+  results = evaluate.compute_metrics(scored, primary_map='good_map', primary_score='max', has_masks=True,
+                                     image_threshold=None, image_thresholds_by_category=thresholds,
+                                     categories=['a', 'b', 'c'])
+  labels, raw = scored['labels'], scored['scores']['max']
+  predictions = raw >= np.asarray(thresholds, np.float32)[scored['category_index']]
+  assert results['threshold_source'] == 'training_statistics' and results['thresholds_by_category'] == thresholds
+  assert results['image_auroc'] == pytest.approx(sk_metrics.roc_auc_score(labels, raw))  # Raw score.
+  assert results['image_f1'] == pytest.approx(sk_metrics.f1_score(labels, predictions))
+  assert results['image_precision'] == pytest.approx(sk_metrics.precision_score(labels, predictions))
+  for index, name in enumerate('abc'):
+    keep = scored['category_index'] == index
+    entry = results['by_category'][name]
+    assert entry['num_test_images'] == 8
+    assert entry['image_auroc'] == pytest.approx(sk_metrics.roc_auc_score(labels[keep], raw[keep]))
+    assert entry['image_recall'] == pytest.approx(sk_metrics.recall_score(labels[keep], predictions[keep]))
+    assert entry['image_f1'] == pytest.approx(sk_metrics.f1_score(labels[keep], predictions[keep]))
+    assert entry['anomalous_accuracy'] == pytest.approx(entry['image_recall'])
+    assert entry['normal_accuracy'] == pytest.approx(np.mean(~predictions[keep][labels[keep] == 0]))
+    masks = scored['masks'][keep].reshape(-1)
+    assert entry['pixel_auroc'] == pytest.approx(
+        sk_metrics.roc_auc_score(masks, scored['maps']['good_map'][keep].reshape(-1)))
+  assert results['image_f1_category_mean'] == pytest.approx(
+      np.mean([results['by_category'][n]['image_f1'] for n in 'abc']))
+
+
+def test_one_category_has_no_breakdown_and_a_normal_only_category_gets_nulls():
+  scored = scored_split(num_images=12)
+  scored['category_index'] = np.zeros(12, np.int32)
+  results = evaluate.compute_metrics(scored, primary_map='good_map', primary_score='max', has_masks=True,
+                                     image_threshold=0.5, categories=['only'])
+  assert 'by_category' not in results
+  scored = scored_split(labels=[0, 1, 0, 1, 0, 0])
+  scored['category_index'] = np.array([0, 0, 0, 0, 1, 1], np.int32)
+  results = evaluate.compute_metrics(scored, primary_map='good_map', primary_score='max', has_masks=True,
+                                     image_threshold=0.5, categories=['mixed', 'normal_only'])
+  assert results['by_category']['normal_only']['image_auroc'] is None
+  assert results['by_category']['normal_only']['image_f1'] is None
+  assert results['by_category']['mixed']['image_f1'] is not None
+  assert results['image_f1_category_mean'] is None  # A mean over fewer categories would mislead.

@@ -88,10 +88,26 @@ def test_smoke_run_writes_sane_results_and_fits_on_training_data_only(tmp_path):
   assert (tmp_path / 'run' / 'results.json').exists()
 
 
+def test_two_category_run_reports_per_category_precision_recall_f1(tmp_path):
+  config = cae_config.get_config('smoke')
+  config.data.update(name='digits', category='3+5', data_dir=str(tmp_path / 'tfds'))
+  results = train.train_and_evaluate(config, tmp_path / 'run')
+  by_category = results['by_category']
+  assert list(by_category) == ['3', '5'] and len(results['thresholds_by_category']) == 2
+  assert sum(entry['num_test_images'] for entry in by_category.values()) == results['num_test_images']
+  for entry in by_category.values():
+    assert entry['num_anomalous_test_images'] < entry['num_test_images']
+    assert entry['anomalous_accuracy'] == entry['image_recall']
+    assert 0.0 <= entry['normal_accuracy'] <= 1.0 and 0.0 <= entry['image_auroc'] <= 1.0
+  assert results['image_f1_category_mean'] == pytest.approx(
+      np.mean([entry['image_f1'] for entry in by_category.values()]))
+
+
 @pytest.mark.parametrize('module,sections,categories', [
     (lamp_config, dict(loss=dict(base='l2'), lamp=dict(enabled=True)), None),
     (cae_config, dict(loss=dict(base='ssim'), contractive=dict(method='exact', weight=1e-3),
-                      mixer=dict(num_categories=3), optim=dict(name='rmsprop', learning_rate=3e-3)),
+                      mixer=dict(num_categories=3), optim=dict(name='rmsprop', learning_rate=3e-3),
+                      data=dict(category='brick+grass+gravel')),
      [0, 1, 2, 1]),
 ])
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch(module, sections, categories):
@@ -170,6 +186,7 @@ def test_denoising_corrupts_training_inputs_only():
 def test_mixer_thresholds_per_category_from_training_batches():
   config = tiny_config(mixer=dict(num_categories=2, score='l1'), threshold=dict(alpha=0.5, beta=-0.2))
   config.eval.score = 'mixer'
+  config.data.category = 'brick+grass'
   method = reconstruction.make(config, train_size=8)  # 4 steps x 4 images / 8 = 2 epochs, 2 updates
   batches = [fake_batch(categories=[0, 1, 1, 0], seed=1), fake_batch(categories=[1, 0, 1, 1], seed=2)]
   batches[1]['valid'] = np.array([True, True, True, False])  # The last row is padding.
@@ -196,6 +213,26 @@ def test_mixer_thresholds_per_category_from_training_batches():
   with pytest.raises(InputError, match='category_index'):
     batch = fake_batch()
     method.loss_fn(params, model_state, batch, jax.random.PRNGKey(0))
+
+
+def test_without_mixer_thresholds_are_per_true_category():
+  config = tiny_config(threshold=dict(alpha=0.5, beta=0.1))
+  config.data.category = 'brick+grass'
+  method = reconstruction.make(config, train_size=16)  # 4 steps x 4 images / 16 = 1 update.
+  batch = fake_batch(categories=[0, 1, 1, 0], seed=4)
+  batch['valid'] = np.ones(4, bool)
+  params, model_state = init(method, batch['image'])
+  variables = {'params': params, **model_state}
+  statistics = method.fit(variables, lambda: iter([batch]))
+  scores = np.asarray(method.score(variables, statistics, batch['image'])[1]['l2'], np.float64)
+  expected = [ema_reference(scores[[0, 3]], alpha=0.5, beta=0.1, initial=0.5, updates=1),
+              ema_reference(scores[[1, 2]], alpha=0.5, beta=0.1, initial=0.5, updates=1)]
+  thresholds = method.thresholds(statistics)
+  assert thresholds['image'] is None
+  np.testing.assert_allclose(thresholds['image_by_category'], expected, rtol=1e-5)
+  config.mixer.num_categories = 3
+  with pytest.raises(InputError, match='mixer.num_categories'):
+    reconstruction.make(config)
 
 
 def test_presets_build_and_bad_keys_raise_input_error():

@@ -17,7 +17,8 @@ The contract between a method and the loop (shapes per device; the loop adds `pm
       `scores`: name -> `[batch]` image scores. `config.eval.map` / `config.eval.score` pick the primary ones.
   optimizer: an optax GradientTransformation.
   thresholds(statistics) -> {'image': float | None, 'pixel': float | None}: the method's own decision thresholds
-      from training data only (e.g. three sigma); None where it has none.
+      from training data only (e.g. three sigma); None where it has none. Optionally 'image_by_category':
+      `[num_categories]` thresholds, image i decided by `T[category_index[i]]` (multi-category datasets).
   sync_state(model_state, axis_name) -> model_state: makes per-device model state agree after a step
       (default: `lax.pmean`, right for BatchNorm statistics).
 """

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from adjax.data import sources
 from adjax.errors import InputError
 from adjax.losses import reconstruction as rec_losses
 from adjax.methods import Method
@@ -102,7 +103,12 @@ def make(config, *, train_size: int | None = None) -> Method:
   if config.eval.score not in score_names + ('mixer',) or config.eval.map not in MAP_NAMES:
     raise InputError(f'config.eval.score / config.eval.map: scores are {", ".join(score_names)}, mixer; '
                      f'maps are {", ".join(MAP_NAMES)}; got {config.eval.score!r} / {config.eval.map!r}')
-  num_classes = max(1, mixer.num_categories)
+  num_data_categories = len(sources.categories_of(name=config.data.name, category=config.data.category))
+  if mixer.num_categories > 1 and mixer.num_categories != num_data_categories:
+    raise InputError(f'config.mixer.num_categories: {mixer.num_categories}, but config.data.category '
+                     f'{config.data.category!r} has {num_data_categories} categories')
+  # Thresholds per true category (seed 003 trains one model, so one threshold, per category).
+  num_classes = max(1, mixer.num_categories, num_data_categories)
   data_range, ssim_window = loss_cfg.data_range, loss_cfg.ssim_window
   patches = config.model.get('patches_per_side', 1)
   updates = num_threshold_updates(config, train_size)
@@ -199,7 +205,7 @@ def make(config, *, train_size: int | None = None) -> Method:
       _, batch_scores, batch_predicted = raw_outputs_jit(variables, jnp.asarray(batch['image']))
       for name, value in batch_scores.items():
         scores.setdefault(name, []).append(np.asarray(value)[valid])
-      classes.append(np.asarray(categories(batch))[valid])
+      classes.append(np.asarray(batch.get(CATEGORY_KEY, np.zeros(valid.shape, np.int32)))[valid])
       predicted.append(np.asarray(batch_predicted)[valid])
     classes = jnp.asarray(np.concatenate(classes))
     thresholds = {}
@@ -210,6 +216,7 @@ def make(config, *, train_size: int | None = None) -> Method:
         current = rec_losses.ema_class_thresholds(current, values, classes, alpha=config.threshold.alpha,
                                                   beta=config.threshold.beta)
       thresholds[name] = current
+    # Without a Mixer every image is 'predicted' category 0: the accuracy is only meaningful with one.
     accuracy = np.mean(np.concatenate(predicted) == np.asarray(classes))
     return {'class_thresholds': thresholds, 'train_category_accuracy': jnp.float32(accuracy)}
 
@@ -217,7 +224,9 @@ def make(config, *, train_size: int | None = None) -> Method:
     if config.eval.score == 'mixer':
       return {'image': 0.0, 'pixel': None}
     per_class = np.asarray(statistics['class_thresholds'][config.eval.score])
-    return {'image': float(per_class[0]) if per_class.size == 1 else None, 'pixel': None}
+    if per_class.size == 1:
+      return {'image': float(per_class[0]), 'pixel': None}
+    return {'image': None, 'pixel': None, 'image_by_category': per_class.tolist()}
 
   return Method(name='reconstruction', init=init, loss_fn=loss_fn, fit=fit, score=score,
                 optimizer=make_optimizer(config.optim), thresholds=thresholds)
