@@ -80,6 +80,8 @@ def make_train_step(method: methods.Method, devices=None):
   works for any optax optimizer; 1.0 leaves them bit-identical), used after a divergence rollback.
   """
 
+  optimizer = optax.with_extra_args_support(method.optimizer)
+
   def step(state: TrainState, batch, update_scale):
     rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), jax.lax.axis_index('batch'))
 
@@ -90,7 +92,9 @@ def make_train_step(method: methods.Method, devices=None):
     (loss, (model_state, metrics)), grads = jax.value_and_grad(mean_loss, has_aux=True)(state.params)
     grads = jax.lax.pmean(grads, 'batch')
     model_state = method.sync_state(model_state, 'batch')
-    updates, opt_state = method.optimizer.update(grads, state.opt_state, state.params)
+    # `value` (the loss, equal on every device) feeds optimizers that watch it, e.g. reduce-on-plateau.
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params,
+                                          value=jax.lax.pmean(loss, 'batch'))
     updates = jax.tree_util.tree_map(lambda update: (update * update_scale).astype(update.dtype), updates)
     params = optax.apply_updates(state.params, updates)
     metrics = {name: jnp.mean(value) for name, value in metrics.items()}

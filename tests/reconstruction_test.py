@@ -91,6 +91,7 @@ def test_smoke_run_writes_sane_results_and_fits_on_training_data_only(tmp_path):
 def test_two_category_run_reports_per_category_precision_recall_f1(tmp_path):
   config = cae_config.get_config('smoke')
   config.data.update(name='digits', category='3+5', data_dir=str(tmp_path / 'tfds'))
+  config.optim.plateau_factor = 0.5  # Its state (fed the loss) must stay replicated under pmap.
   results = train.train_and_evaluate(config, tmp_path / 'run')
   by_category = results['by_category']
   assert list(by_category) == ['3', '5'] and len(results['thresholds_by_category']) == 2
@@ -233,6 +234,30 @@ def test_without_mixer_thresholds_are_per_true_category():
   config.mixer.num_categories = 3
   with pytest.raises(InputError, match='mixer.num_categories'):
     reconstruction.make(config)
+
+
+def test_reduce_on_plateau_lowers_the_rate_after_patience_epochs_without_progress():
+  optim = cae_config.get_config('smoke').optim
+  optim.update(name='sgd', momentum=0.0, learning_rate=0.5, plateau_factor=0.1, plateau_patience=2)
+  optimizer = optax.with_extra_args_support(reconstruction.make_optimizer(optim, steps_per_epoch=3))
+  params = {'w': jnp.zeros(2)}
+  grads = {'w': jnp.ones(2)}
+  state = optimizer.init(params)
+  sizes = []
+  for step in range(15):  # A flat loss: every 3-step average fails to improve.
+    updates, state = optimizer.update(grads, state, params, value=jnp.float32(1.0))
+    sizes.append(float(-updates['w'][0]))
+  # Epoch 1 sets the best; epochs 2 and 3 do not improve: the update of step 9, whose loss completes
+  # epoch 3, is already x0.1; epochs 4 and 5 do not improve either -> x0.01 from step 15.
+  np.testing.assert_allclose(sizes, [0.5] * 8 + [0.05] * 6 + [0.005], rtol=1e-6)
+  with pytest.raises(InputError, match='plateau_factor'):
+    reconstruction.make_optimizer(optax_config(plateau_factor=2.0))
+
+
+def optax_config(**values):
+  optim = cae_config.get_config('smoke').optim
+  optim.update(values)
+  return optim
 
 
 def test_presets_build_and_bad_keys_raise_input_error():

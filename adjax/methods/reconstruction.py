@@ -40,8 +40,15 @@ MAP_NAMES = ('l2', 'l1', 'ssim')
 CATEGORY_KEY = 'category_index'  # int [batch] in train batches of a multi-category dataset.
 
 
-def make_optimizer(optim) -> optax.GradientTransformation:
-  """SGD (momentum), RMSprop or Adam (seed 003: eps 1e-6), optional decoupled weight decay."""
+def make_optimizer(optim, *, steps_per_epoch: int = 1) -> optax.GradientTransformation:
+  """SGD (momentum), RMSprop or Adam (seed 003: eps 1e-6), optional decoupled weight decay, optional
+  reduce-on-plateau (`optim.plateau_factor` > 0, seed 003 Sec. 3.7).
+
+  The plateau watches the training loss averaged over `optim.plateau_epochs` epochs of `steps_per_epoch`
+  steps: seed 003 watches a validation metric, but the only labelled data here is the test split, which
+  must not steer training. The learning rate is multiplied by `plateau_factor` after `plateau_patience`
+  such averages without a relative improvement of `plateau_rtol`.
+  """
   name = optim.name
   if name == 'sgd':
     base = optax.sgd(optim.learning_rate, momentum=optim.get('momentum') or None)
@@ -52,9 +59,17 @@ def make_optimizer(optim) -> optax.GradientTransformation:
                       eps=optim.get('eps', 1e-8))
   else:
     raise InputError(f"config.optim.name: 'sgd', 'rmsprop' or 'adam', got {name!r}")
+  parts = [base]
   if optim.get('weight_decay'):
-    return optax.chain(optax.add_decayed_weights(optim.weight_decay), base)
-  return base
+    parts.insert(0, optax.add_decayed_weights(optim.weight_decay))
+  factor = optim.get('plateau_factor', 0.0)
+  if factor:
+    if not 0.0 < factor < 1.0:
+      raise InputError(f'config.optim.plateau_factor: must be in (0, 1) (0 = off), got {factor}')
+    parts.append(optax.contrib.reduce_on_plateau(
+        factor=factor, patience=optim.get('plateau_patience', 10), rtol=optim.get('plateau_rtol', 1e-4),
+        accumulation_size=max(1, round(optim.get('plateau_epochs', 1) * steps_per_epoch))))
+  return parts[0] if len(parts) == 1 else optax.chain(*parts)
 
 
 def build_model(config) -> autoencoders.Autoencoder:
@@ -112,6 +127,7 @@ def make(config, *, train_size: int | None = None) -> Method:
   data_range, ssim_window = loss_cfg.data_range, loss_cfg.ssim_window
   patches = config.model.get('patches_per_side', 1)
   updates = num_threshold_updates(config, train_size)
+  steps_per_epoch = math.ceil((train_size or config.train.batch_size) / config.train.batch_size)
   value_range = tuple(config.denoising.value_range)
 
   def init(rng, images):
@@ -229,4 +245,5 @@ def make(config, *, train_size: int | None = None) -> Method:
     return {'image': None, 'pixel': None, 'image_by_category': per_class.tolist()}
 
   return Method(name='reconstruction', init=init, loss_fn=loss_fn, fit=fit, score=score,
-                optimizer=make_optimizer(config.optim), thresholds=thresholds)
+                optimizer=make_optimizer(config.optim, steps_per_epoch=steps_per_epoch),
+                thresholds=thresholds)
