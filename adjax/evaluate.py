@@ -73,10 +73,9 @@ def compute_metrics(scored: dict, *, primary_map: str, primary_score: str, has_m
   primary_scores = scored['scores'][primary_score]
   f1, f1_threshold = metrics.f1_max(primary_scores, labels) if both_classes else (None, None)
   results.update(image_auroc=results['image_auroc_by_score'][primary_score], image_f1_max=f1)
-  decision_scores = primary_scores
-  if image_thresholds_by_category is not None:  # score - T[category] decided at threshold 0.
-    thresholds = np.asarray(image_thresholds_by_category, np.float32)
-    decision_scores, image_threshold = primary_scores - thresholds[scored['category_index']], 0.0
+  decision_scores, image_threshold = decision_margin(
+      scored, primary_score=primary_score, image_threshold=image_threshold,
+      image_thresholds_by_category=image_thresholds_by_category)
   if image_threshold is None:
     results.update(threshold=f1_threshold, threshold_source='test_f1_max' if both_classes else None)
   elif both_classes:
@@ -112,6 +111,41 @@ def compute_metrics(scored: dict, *, primary_map: str, primary_score: str, has_m
       results[f'image_{name}_category_mean'] = (
           float(np.mean(values)) if values and None not in values else None)
   return results
+
+
+def decision_margin(scored: dict, *, primary_score: str, image_threshold: float | None,
+                    image_thresholds_by_category=None) -> tuple[np.ndarray, float | None]:
+  """(decision scores [N], threshold): image i is anomalous when `decision_scores[i] >= threshold`.
+
+  With per-category thresholds the decision scores are `score - T[category_index]` and the threshold 0.
+  """
+  scores = scored['scores'][primary_score]
+  if image_thresholds_by_category is None:
+    return scores, image_threshold
+  thresholds = np.asarray(image_thresholds_by_category, np.float32)
+  return scores - thresholds[scored['category_index']], 0.0
+
+
+def write_image_scores(path: Path, scored: dict, *, primary_score: str, image_threshold: float | None,
+                       image_thresholds_by_category=None, categories=None):
+  """Saves the per-image results of a test split as `.npz` (atomically), for ensembles and re-analysis.
+
+  Arrays: `score_<name> [N]` for every image score, `labels [N]`, `category_index [N]`, `defect_types [N]`
+  (str), `categories` (str), and when the method has a training threshold `anomalous [N]` (bool, the
+  method's own decisions, by `decision_margin`).
+  """
+  arrays = {f'score_{name}': value for name, value in scored['scores'].items()}
+  arrays.update(labels=scored['labels'], category_index=scored['category_index'],
+                defect_types=np.asarray(scored['defect_types'], dtype=str),
+                categories=np.asarray(list(categories or []), dtype=str))
+  margin, threshold = decision_margin(scored, primary_score=primary_score, image_threshold=image_threshold,
+                                      image_thresholds_by_category=image_thresholds_by_category)
+  if threshold is not None:
+    arrays['anomalous'] = margin >= threshold
+  path = Path(path)
+  temporary = path.with_name(path.name + '.tmp.npz')
+  np.savez(temporary, **arrays)
+  temporary.replace(path)
 
 
 def category_metrics(scored: dict, decision_scores, *, categories, primary_map: str, primary_score: str,
@@ -158,9 +192,10 @@ def no_test_split_metrics() -> dict:
 
 
 def evaluate(method: methods.Method, variables, statistics, source, *, config, preprocess: str,
-             has_masks: bool, categories=None,
-             devices=None, figure_dir: Path | None = None, writer=None) -> dict:
-  """Scores the test split, computes metrics and (optionally) writes figures; returns the metrics dict."""
+             has_masks: bool, categories=None, devices=None, figure_dir: Path | None = None,
+             scores_path: Path | None = None, writer=None) -> dict:
+  """Scores the test split, computes metrics, optionally writes figures and the per-image scores
+  (`write_image_scores` to `scores_path`); returns the metrics dict."""
   start = time.perf_counter()
   scored = score_split(method, variables, statistics, source, preprocess=preprocess,
                        batch_size=config.eval.batch_size, devices=devices)
@@ -171,6 +206,10 @@ def evaluate(method: methods.Method, variables, statistics, source, *, config, p
       image_threshold=thresholds.get('image'), fpr_limit=config.eval.get('fpr_limit', 0.3),
       num_bins=config.eval.get('num_bins') or None,
       image_thresholds_by_category=thresholds.get('image_by_category'), categories=categories)
+  if scores_path is not None and jax.process_index() == 0:
+    write_image_scores(scores_path, scored, primary_score=config.eval.score,
+                       image_threshold=thresholds.get('image'),
+                       image_thresholds_by_category=thresholds.get('image_by_category'), categories=categories)
   if figure_dir is not None and jax.process_index() == 0:
     images = figures.write_all(scored, source, figure_dir=Path(figure_dir),
                                preprocess=preprocess, primary_map=config.eval.map,

@@ -296,7 +296,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
                                 preprocess=eval_preprocess,
                                 has_masks=test_info['has_masks'], categories=test_info['categories'],
                                 devices=devices,
-                                figure_dir=workdir / 'figures', writer=writer)
+                                figure_dir=workdir / 'figures', scores_path=workdir / 'image_scores.npz',
+                                writer=writer)
   else:
     logging.warning('%s/%s has no test split: trained and fitted, nothing to evaluate.', data.name,
                     data.category)

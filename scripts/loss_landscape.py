@@ -1,7 +1,10 @@
 """Loss-landscape contours around trained parameters (seed 001 Figs. 1 and 3): L2 against L2-LAMP.
 
-  # Trained adjax runs: NAME=CONFIG[:PRESET]@WORKDIR, each evaluated with its own training loss.
-  python scripts/loss_landscape.py --run L2=configs/lamp.py:l2@runs/l2 \
+  # Trained adjax runs: NAME=CONFIG[:PRESET]@WORKDIR [key=value ...] (the overrides the run was trained
+  # with), each evaluated with its own training loss.
+  python -m adjax.main --config=configs/lamp.py --config.lamp.enabled=False --workdir=runs/l2
+  python -m adjax.main --config=configs/lamp.py --workdir=runs/lamp
+  python scripts/loss_landscape.py --run "L2=configs/lamp.py@runs/l2 lamp.enabled=False" \
                                    --run LAMP=configs/lamp.py@runs/lamp --out landscape.png
   # Self-contained demo: two small dense autoencoders on one sklearn digit, per batch size.
   python scripts/loss_landscape.py --demo --batch_sizes 128,16,4 --out landscape.png
@@ -14,6 +17,7 @@ have different units, so compare the relative rise (or the contour shapes), not 
 """
 
 import argparse
+import ast
 import importlib.util
 import json
 import os
@@ -93,17 +97,31 @@ def demo_models(*, normal_digit: int, batch_size: int, steps: int, epsilon: floa
   return models
 
 
-def _load_config(spec: str):
+def _load_config(spec: str, overrides=()):
+  """`CONFIG[:PRESET]` with `key=value` overrides (Python literals, else strings), as the run was trained."""
   path, _, preset = spec.partition(':')
   if not os.path.isfile(path):
     raise InputError(f'--run: config file {path} does not exist')
   module_spec = importlib.util.spec_from_file_location('landscape_config', path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
-  return module.get_config(preset or None)
+  config = module.get_config(preset or None)
+  for text in overrides:
+    key, separator, value = text.partition('=')
+    if not separator:
+      raise InputError(f'--run: override {text!r} is not key=value')
+    try:
+      value = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      pass  # A plain string.
+    try:
+      config.update_from_flattened_dict({key: value})
+    except (KeyError, TypeError, AttributeError) as error:
+      raise InputError(f'--run: override {text!r}: {error}') from None
+  return config
 
 
-def run_model(config_spec: str, workdir: str, *, num_batches: int = 2):
+def run_model(config_spec: str, workdir: str, *, num_batches: int = 2, overrides=()):
   """Restores a trained adjax run; returns (params, loss_fn) with its method's loss on train batches.
 
   The loss is the mean per-example `method.loss_fn` over `num_batches` fixed training batches, with
@@ -113,7 +131,7 @@ def run_model(config_spec: str, workdir: str, *, num_batches: int = 2):
   from pathlib import Path  # pylint: disable=g-import-not-at-top
   from adjax import methods, train  # pylint: disable=g-import-not-at-top
   from adjax.data import pipeline, sources  # pylint: disable=g-import-not-at-top
-  config = _load_config(config_spec)
+  config = _load_config(config_spec, overrides)
   workdir = Path(workdir).absolute()
   if not (workdir / 'checkpoints').is_dir():
     raise InputError(f'--run: {workdir} holds no checkpoints/ (train it with adjax.main first)')
@@ -218,11 +236,12 @@ def main():
       for name in ('L2', 'L2-LAMP'):
         models.update({f'{name} (batch {size})': trained[size][name] for size in batch_sizes})
     for spec in args.run:
-      name, _, rest = spec.partition('=')
+      head, *overrides = spec.split()
+      name, _, rest = head.partition('=')
       config_spec, _, workdir = rest.partition('@')
       if not name or not config_spec or not workdir:
-        raise InputError(f'--run {spec!r}: expected NAME=CONFIG[:PRESET]@WORKDIR')
-      models[name] = run_model(config_spec, workdir)
+        raise InputError(f'--run {spec!r}: expected NAME=CONFIG[:PRESET]@WORKDIR [key=value ...]')
+      models[name] = run_model(config_spec, workdir, overrides=overrides)
   except InputError as error:
     raise SystemExit(f'error: {error}') from None
 

@@ -102,6 +102,11 @@ def test_two_category_run_reports_per_category_precision_recall_f1(tmp_path):
     assert 0.0 <= entry['normal_accuracy'] <= 1.0 and 0.0 <= entry['image_auroc'] <= 1.0
   assert results['image_f1_category_mean'] == pytest.approx(
       np.mean([entry['image_f1'] for entry in by_category.values()]))
+  with np.load(tmp_path / 'run' / 'image_scores.npz') as saved:  # What scripts/ensemble.py votes with.
+    assert list(saved['categories']) == ['3', '5'] and saved['labels'].sum() > 0
+    anomalous, labels = saved['anomalous'], saved['labels'].astype(bool)
+    f1 = 2 * np.sum(anomalous & labels) / (np.sum(anomalous) + np.sum(labels))
+    assert results['image_f1'] == pytest.approx(f1)
 
 
 @pytest.mark.parametrize('module,sections,categories', [
