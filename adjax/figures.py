@@ -256,3 +256,23 @@ def write_all(scored: dict, source, *, figure_dir: Path, preprocess: str, primar
 
 def _wrap(text: str, num_columns: int) -> str:
   return textwrap.fill(text, width=max(60, 24 * num_columns))
+
+
+def table_figure(header, rows, *, path: Path, title: str = '') -> np.ndarray:
+  """A table of strings as a PNG (e.g. a sweep's results); returns it as uint8 `[height, width, 3]`."""
+  rows = [[str(cell) for cell in row] for row in rows]
+  figure = mpl_figure.Figure(figsize=(max(4.0, 1.25 * len(header)), 0.6 + 0.3 * (len(rows) + 1)))
+  axes = figure.add_subplot()
+  axes.axis('off')
+  table = axes.table(cellText=rows or [[''] * len(header)], colLabels=list(header), loc='center',
+                     cellLoc='center')
+  table.auto_set_font_size(False)
+  table.set_fontsize(8)
+  table.auto_set_column_width(list(range(len(header))))
+  table.scale(1.0, 1.4)
+  for (row, _), cell in table.get_celld().items():
+    if row == 0:
+      cell.set_text_props(weight='bold')
+  if title:
+    axes.set_title(title, fontsize=9)
+  return _save(figure, Path(path))

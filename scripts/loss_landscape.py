@@ -98,7 +98,8 @@ def demo_models(*, normal_digit: int, batch_size: int, steps: int, epsilon: floa
 
 
 def _load_config(spec: str, overrides=()):
-  """`CONFIG[:PRESET]` with `key=value` overrides (Python literals, else strings), as the run was trained."""
+  """`CONFIG[:PRESET]` with `key=value` overrides (Python literals unless the key holds a string), as the
+  run was trained."""
   path, _, preset = spec.partition(':')
   if not os.path.isfile(path):
     raise InputError(f'--run: config file {path} does not exist')
@@ -111,9 +112,16 @@ def _load_config(spec: str, overrides=()):
     if not separator:
       raise InputError(f'--run: override {text!r} is not key=value')
     try:
-      value = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      pass  # A plain string.
+      current = config
+      for part in key.split('.'):
+        current = current[part]
+    except (KeyError, TypeError):
+      raise InputError(f'--run: override {text!r}: the config has no key {key!r}') from None
+    if not isinstance(current, str):  # Keys holding strings take the text as it is.
+      try:
+        value = ast.literal_eval(value)
+      except (ValueError, SyntaxError):
+        pass
     try:
       config.update_from_flattened_dict({key: value})
     except (KeyError, TypeError, AttributeError) as error:

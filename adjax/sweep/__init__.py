@@ -13,6 +13,8 @@ next sweep. At the end every results.json under WORKDIR is collected into
   runs.csv        one row per run
   summary.csv/md  mean and std over seeds per (method, category), and overall per method
   statistics.csv/md, ranks.csv, cd_<metric>.png   with >= 2 methods: seed 000 §5 (adjax.statistics)
+  summary.png     the summary table as a figure
+  tensorboard/    summary.png and the CD diagrams as TensorBoard images (`sweep/...`)
   failures.json   the runs that failed in the last sweep
 """
 
@@ -28,8 +30,11 @@ import subprocess
 import sys
 import time
 
+from clu import metric_writers
+from matplotlib import image as mpl_image
 import numpy as np
 
+from adjax import figures
 from adjax import statistics
 from adjax.errors import InputError
 
@@ -316,10 +321,28 @@ def write_tables(workdir, rows, *, metrics=DEFAULT_METRICS, alpha: float = 0.1,
     text += f'\n## Failed runs ({len(failures)})\n\n' + '\n'.join(
         f'- {f["name"]} {f["category"]} seed {f["seed"]} ({f["run_dir"]}):\n  ```\n  '
         + f['error'].replace('\n', '\n  ') + '\n  ```' for f in failures) + '\n'
+  images = {'sweep/results_table': figures.table_figure(
+      ['method', 'category', 'runs', *columns],
+      [(e['method'], e['category'], e['num_runs'],
+        *(_format(e[f'{c}_mean'], e[f'{c}_std'], digits=1 if c.endswith('_seconds') else 3) for c in columns))
+       for e in summary], path=workdir / 'summary.png', title=f'Sweep results ({len(rows)} runs)')}
   if len({row['method'] for row in rows}) >= 2:
     text += '\n' + write_statistics(workdir, rows, metrics=metrics, alpha=alpha)
+    for metric in metrics:
+      if (workdir / f'cd_{metric}.png').is_file():
+        images[f'sweep/cd_{metric}'] = (mpl_image.imread(workdir / f'cd_{metric}.png')[..., :3] * 255).astype(
+            np.uint8)
   _write_text(workdir / 'summary.md', text)
+  _log_images(workdir, images)
   return text
+
+
+def _log_images(workdir: Path, images: dict):
+  """The sweep's figures into TensorBoard (`tensorboard --logdir WORKDIR`), tab `images`, under `sweep/`."""
+  writer = metric_writers.create_default_writer(workdir / 'tensorboard')
+  writer.write_images(0, {name: image[None] for name, image in images.items()})
+  writer.flush()
+  writer.close()
 
 
 def recorded_failures(workdir: Path) -> list[dict]:
