@@ -29,6 +29,7 @@ from clu import metric_writers
 from clu import periodic_actions
 import flax
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -212,6 +213,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
                     manual_dir=data.get('manual_dir') or None)
   train_preprocess = data.train_preprocess.format(image_size=data.get('image_size'))
   eval_preprocess = data.eval_preprocess.format(image_size=data.get('image_size'))
+  if jax.process_count() > 1:  # Process 0 builds a missing dataset; the others wait, then read it.
+    if jax.process_index() == 0:
+      sources.split_names(**split_args)
+    multihost_utils.sync_global_devices('adjax: dataset ready')
   train_source, _ = sources.load_split(split='train', **split_args)
   # Semi-supervised runs (data.labeled_anomalies_per_type > 0) move real anomalies from test to train.
   train_source, semi_supervised_test = semi_supervised.from_config(
@@ -285,7 +290,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, *
   eval_start = time.perf_counter()
   variables = variables_of(state)
   if jax.process_count() > 1:
-    # Every process fits and scores on its local devices with the same (replicated) final variables.
+    # Every process fits on its local devices with the same (replicated) final variables, and scores its
+    # share of the test split (evaluate.score_split gathers the shares).
     variables, devices = jax.device_get(variables), jax.local_devices()
   statistics = method.fit(variables, lambda: pipeline.eval_batches(
       train_source, preprocess=eval_preprocess, batch_size=config.eval.batch_size))

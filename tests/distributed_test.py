@@ -53,12 +53,11 @@ def _start(workdir, data_dir, *extra, devices: int, log: Path):
 
 
 def test_two_processes_equal_one_process_with_two_devices(tmp_path):
-  data_dir = tmp_path / 'tfds'
-  smoke = ebm_config.get_config('smoke').data  # Built once here: concurrent runs must not race to build it.
-  sources.load_split(name=smoke.name, category=smoke.category, split='train', data_dir=str(data_dir))
+  # The two processes share a data_dir that holds no dataset yet: process 0 builds it, process 1 waits.
+  data_dir, single_data_dir = tmp_path / 'tfds', tmp_path / 'tfds_single'
   single_dir, multi_dir = tmp_path / 'single', tmp_path / 'multi'
   address = f'127.0.0.1:{_free_port()}'
-  runs = [_start(single_dir, data_dir, devices=2, log=tmp_path / 'single.log')]
+  runs = [_start(single_dir, single_data_dir, devices=2, log=tmp_path / 'single.log')]
   runs += [_start(multi_dir, data_dir, f'--coordinator_address={address}', '--num_processes=2',
                   f'--process_id={index}', devices=1, log=tmp_path / f'process{index}.log')
            for index in range(2)]
@@ -66,6 +65,11 @@ def test_two_processes_equal_one_process_with_two_devices(tmp_path):
     assert run.wait(timeout=500) == 0, (tmp_path / log).read_text()[-3000:]
   assert 'Process 1 of 2; 1 local and 2 global devices' in (tmp_path / 'process1.log').read_text()
   assert 'wrote' not in (tmp_path / 'process1.log').read_text()  # Only process 0 reports and writes.
+  num_test = json.loads((single_dir / 'results.json').read_text())['num_test_images']
+  for index in range(2):  # Each process scored its half of the test split (then all gathered it).
+    share = len(range(index, num_test, 2))
+    assert f'Process {index} scored {share} of {num_test} test images' in (
+        tmp_path / f'process{index}.log').read_text()
   assert len(list(multi_dir.glob('events.out.tfevents*'))) == 1
 
   assert jax.device_count() == 2  # Restores the two-device checkpoint's layout (tests/conftest.py).

@@ -83,3 +83,16 @@ def test_eval_batches_pad_and_mark_valid():
   assert batches[1]['filename'] == ['4.png', '5.png', '6.png']
   assert batches[0]['defect_type'][1] == 'blob'
   assert all(batch['image'].shape[0] == 4 for batch in batches)
+
+
+def test_eval_shards_take_every_nth_example_with_unchanged_preprocessing():
+  source = ToySource(8)
+  spec = 'gaussian_noise(std_fraction=0.5)'  # Random: the per-example seed must follow the global index.
+  whole = np.concatenate([b['image'][b['valid']] for b in pipeline.eval_batches(
+      source, preprocess=spec, batch_size=3)])
+  for shard in range(3):
+    batches = list(pipeline.eval_batches(source, preprocess=spec, batch_size=2, keep_text=True,
+                                         shard=(shard, 3)))
+    images = np.concatenate([b['image'][b['valid']] for b in batches])
+    np.testing.assert_array_equal(images, whole[shard::3])
+    assert [name for b in batches for name in b['filename']] == [f'{i}.png' for i in range(shard, 8, 3)]

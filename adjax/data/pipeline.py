@@ -60,16 +60,19 @@ def train_dataset(source, *, preprocess: str, global_batch_size: int, seed: int,
 
 
 def eval_batches(source, *, preprocess: str, batch_size: int, seed: int = 0,
-                 keep_text: bool = False) -> Iterator[dict[str, Any]]:
+                 keep_text: bool = False, shard: tuple[int, int] = (0, 1)) -> Iterator[dict[str, Any]]:
   """Every example once, in order, in batches of exactly `batch_size` (the last one padded).
 
   Each batch has a boolean `valid [batch]` marking real examples. With `keep_text`, `filename` and
-  `defect_type` (lists of str, unpadded length) are added for reports.
+  `defect_type` (lists of str, unpadded length) are added for reports. `shard=(k, n)` keeps examples
+  k, k + n, k + 2n, ... (one process's part); each is preprocessed exactly as without sharding.
   """
   preprocess_fn = _preprocessor(preprocess)
   dataset = grain.MapDataset.source(source).random_map(preprocess_fn, seed=seed)
-  for start in range(0, len(source), batch_size):
-    indices = range(start, min(start + batch_size, len(source)))
+  shard_index, shard_count = shard
+  mine = range(shard_index, len(source), shard_count)
+  for start in range(0, len(mine), batch_size):
+    indices = mine[start:start + batch_size]
     examples = [dataset[i] for i in indices]
     batch = {key: np.stack([e[key] for e in examples]) for key in ARRAY_KEYS}
     batch = {key: _pad(value, batch_size) for key, value in batch.items()}
