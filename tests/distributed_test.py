@@ -14,12 +14,9 @@ import orbax.checkpoint as ocp
 import pytest
 
 from adjax import main as adjax_main
-from adjax.data import sources
 from adjax.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from configs import ebm as ebm_config  # pylint: disable=g-import-not-at-top,wrong-import-position
 TIMING_KEYS = ('train_seconds', 'train_images_per_second', 'eval_seconds')
 
 
