@@ -27,7 +27,6 @@ from adjax import xla_options  # pylint: disable=g-import-not-at-top,wrong-impor
 xla_options.set_defaults()
 
 from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-position
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from adjax import methods  # pylint: disable=g-import-not-at-top,wrong-import-position
 from adjax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -70,8 +69,8 @@ def main():
   parser.add_argument('--data_dir', default='', help='tfds data dir (default: a temporary one)')
   parser.add_argument('--rss_growth_mb', type=float, default=150.0)
   parser.add_argument('--json', default='', help='also write the figures here')
-  parser.add_argument('--clear_caches', action='store_true',
-                      help="jax.clear_caches() after every run (each run builds new jitted closures)")
+  parser.add_argument('--keep_jax_caches', action='store_true',
+                      help='pass clear_jax_caches=False to train_and_evaluate (shows the growth it prevents)')
   args = parser.parse_args()
   logging.set_verbosity(logging.WARNING)
   scratch = Path(tempfile.mkdtemp(prefix='adjax-soak-'))
@@ -85,11 +84,9 @@ def main():
     for name, config in configs.items():
       workdir = scratch / 'runs' / name
       run_start = time.perf_counter()
-      results = train.train_and_evaluate(config, workdir)
+      results = train.train_and_evaluate(config, workdir, clear_jax_caches=not args.keep_jax_caches)
       seconds[name] = round(time.perf_counter() - run_start, 1)
       shutil.rmtree(workdir)
-      if args.clear_caches:
-        jax.clear_caches()
       fingerprint = comparable(results)
       first_results.setdefault(name, fingerprint)
       if fingerprint != first_results[name]:

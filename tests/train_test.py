@@ -1,6 +1,8 @@
 """The train loop with a tiny method defined here: devices, resume, divergence, results contract."""
 
+import gc
 import json
+import weakref
 
 import jax
 import jax.numpy as jnp
@@ -168,3 +170,13 @@ def test_every_method_module_is_known_and_unknown_names_are_refused():
   assert 'ebm' in methods.known_methods()
   with pytest.raises(InputError, match="unknown method 'nope'"):
     methods.get_method(ml_collections.ConfigDict({'method': 'nope'}))
+
+
+def test_a_finished_run_releases_its_method(tmp_path, data_dir):
+  """JAX's caches would keep every run's jitted closures (and executables) alive: in-process runs grow."""
+  method = mean_image_method()
+  alive = weakref.ref(method.loss_fn)
+  train.train_and_evaluate(digits_config(data_dir), tmp_path, method=method)
+  del method
+  gc.collect()
+  assert alive() is None
