@@ -1,9 +1,11 @@
-"""Seed 001 Table 2 style sweep: {L2, L1, SSIM} x {plain, LAMP} x {SGD, RMSprop, Adam} on one-vs-rest digits.
+"""Seed 001 Table 2 style sweep: {L2, L1, SSIM} x {plain, LAMP} x {SGD, RMSprop, Adam} on digits or textures.
 
     python scripts/reconstruction_experiment.py --digits=0,1,2 --num_steps=300 --output=/tmp/lamp.md
     python scripts/reconstruction_experiment.py --losses=l2 --optimizers=sgd,adam   # a subset of cells
+    python scripts/reconstruction_experiment.py --dataset=textures --categories=brick,gravel --num_steps=200
 
-For every normal digit and every cell, trains the `reconstruction` method (configs/lamp.py with the
+`--dataset=digits` (one-vs-rest, 16x16, seed 001 Table 1's protocol) or `textures` (the embedded defects,
+64x64). For every normal category and every cell, trains the `reconstruction` method (configs/lamp.py with the
 given overrides) through the train loop's own step function, scores the digit's test split with the
 image score `l2` (seed 001) and prints a Markdown table of image AUROC "plain -> LAMP" per digit, their
 average, and the number of cells where LAMP is equal or better. One compiled step per cell is reused
@@ -34,9 +36,15 @@ LOSSES = ('l2', 'l1', 'ssim')
 OPTIMIZERS = {'sgd': 0.05, 'rmsprop': 1e-3, 'adam': 1e-3}  # Learning rate per optimizer.
 
 
+DEFAULTS = {  # Per dataset: categories, image size, encoder widths.
+    'digits': ('0,1,2,3,4,5,6,7,8,9', 16, '16,32,64,64'),
+    'textures': ('brick,grass,gravel', 64, '32,64,128,256'),
+}
+
+
 def cell_config(*, base: str, amplified: bool, optimizer: str, args) -> ml_collections.ConfigDict:
   config = lamp_config.get_config()
-  config.data.update(name='digits', image_size=args.image_size, data_dir=args.data_dir)
+  config.data.update(name=args.dataset, image_size=args.image_size, data_dir=args.data_dir)
   config.model.update(num_blocks=4, features=tuple(args.features))
   config.loss.base = base
   config.lamp.update(enabled=amplified, epsilon=args.epsilon)
@@ -45,8 +53,9 @@ def cell_config(*, base: str, amplified: bool, optimizer: str, args) -> ml_colle
   return config
 
 
-def split_arrays(config, digit: str, split: str) -> dict:
-  source, _ = sources.load_split(name='digits', category=digit, split=split, data_dir=config.data.data_dir)
+def split_arrays(config, category: str, split: str) -> dict:
+  source, _ = sources.load_split(name=config.data.name, category=category, split=split,
+                                 data_dir=config.data.data_dir)
   preprocess = config.data.eval_preprocess.format(image_size=config.data.image_size)
   batches = list(pipeline.eval_batches(source, preprocess=preprocess, batch_size=len(source)))
   return {'image': batches[0]['image'], 'label': batches[0]['label']}
@@ -75,11 +84,13 @@ def run_cell(method, step, config, data: dict, *, seed: int) -> float:
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--digits', default='0,1,2,3,4,5,6,7,8,9')
+  parser.add_argument('--dataset', default='digits', choices=sorted(DEFAULTS))
+  parser.add_argument('--categories', default='', help='normal categories (default: all of the dataset)')
+  parser.add_argument('--digits', default='', help='digits: same as --categories')
   parser.add_argument('--num_steps', type=int, default=300)
   parser.add_argument('--batch_size', type=int, default=16)
-  parser.add_argument('--image_size', type=int, default=16)
-  parser.add_argument('--features', default='16,32,64,64')
+  parser.add_argument('--image_size', type=int, default=0, help='0: 16 for digits, 64 for textures')
+  parser.add_argument('--features', default='', help='encoder widths (default per dataset)')
   parser.add_argument('--epsilon', type=float, default=1e-3)
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--data_dir', default='')
@@ -87,8 +98,10 @@ def main(argv=None):
   parser.add_argument('--optimizers', default=','.join(OPTIMIZERS), help='subset of sgd,rmsprop,adam')
   parser.add_argument('--output', default='')
   args = parser.parse_args(argv)
-  args.features = [int(width) for width in args.features.split(',')]
-  digits = args.digits.split(',')
+  default_categories, default_size, default_features = DEFAULTS[args.dataset]
+  args.image_size = args.image_size or default_size
+  args.features = [int(width) for width in (args.features or default_features).split(',')]
+  digits = (args.categories or args.digits or default_categories).split(',')
   start = time.perf_counter()
   data = {}
   cells = list(itertools.product(args.losses.split(','), args.optimizers.split(',')))
@@ -106,8 +119,9 @@ def main(argv=None):
             f'{time.perf_counter() - start:.0f} s', file=sys.stderr)
 
   names = {'l2': 'L2', 'l1': 'L1', 'ssim': 'SSIM'}
-  header = '| normal digit | ' + ' | '.join(f'{names[b]} {o}' for b, o in cells) + ' |'
-  lines = [f'Image AUROC (score: mean squared error), plain -> LAMP; digits one-vs-rest, '
+  header = f'| normal {"digit" if args.dataset == "digits" else "category"} | ' + ' | '.join(f'{names[b]} {o}' for b, o in cells) + ' |'
+  protocol = 'digits one-vs-rest' if args.dataset == 'digits' else f'{args.dataset} test splits'
+  lines = [f'Image AUROC (score: mean squared error), plain -> LAMP; {protocol}, '
            f'{args.num_steps} steps of batch {args.batch_size}, {args.image_size}x{args.image_size}, '
            f'epsilon {args.epsilon}, seed {args.seed}.', '', header,
            '|' + '---|' * (len(cells) + 1)]
