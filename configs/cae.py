@@ -7,6 +7,8 @@ category by seed 003 Eq. 6 from training scores. Variants by key: `--config.deno
 `--config.contractive.weight=0` (DE-AE), `--config.model.architecture=fully_conv` (Table 2),
 `--config.loss.base=ssim`, `--config.mixer.num_categories=K` (latent classifier over K categories; needs
 several categories in one run: `--config.data.category=all` or `a+b+c`, see `adjax.data.sources`).
+Ensemble (seed 003 Eq. 10): train the members with this file, then `scripts/ensemble.py --run DIR ...` votes
+with their saved decisions; `scripts/cae_experiment.py` runs all of seed 003's Table 3 including the vote.
 
 Presets
   smoke    a whole run in well under a minute on 2 CPU cores (tests use it); numbers mean nothing.
