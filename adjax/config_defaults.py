@@ -5,6 +5,36 @@ Config files in `configs/` start from these and set what differs; the keys are d
 
 import ml_collections
 
+VALUE_RANGE_PREPROCESS = 'resize({image_size})|value_range(-1, 1)'
+
+
+def data(*, category: str = 'brick', preprocess: str = VALUE_RANGE_PREPROCESS,
+         image_size: int = 64) -> ml_collections.ConfigDict:
+  """The `data` section: the embedded textures at `image_size`, the same preprocessing for train and eval.
+
+  `{image_size}` in the preprocessing specs is filled in from `data.image_size`, so overriding the size
+  alone works.
+  """
+  return ml_collections.ConfigDict(dict(
+      name='textures',
+      category=category,  # Several at once: 'all' or 'a+b' (see adjax.data.sources).
+      data_dir='',  # Empty: tfds's default (~/tensorflow_datasets).
+      manual_dir='',  # Root of an MVTec-layout tree for `mvtec_ad` / `folder`.
+      image_size=image_size,
+      train_preprocess=preprocess,
+      eval_preprocess=preprocess,
+  ))
+
+
+def train(*, batch_size: int = 16, num_steps: int = 600, num_epochs: float = 0, log_every: int = 50,
+          checkpoint_every: int = 300, checkpoints_to_keep: int = 2,
+          num_devices: int = 0) -> ml_collections.ConfigDict:
+  """The `train` section; `num_epochs` > 0 sets the steps to ceil(num_epochs * train_size / batch_size)."""
+  return ml_collections.ConfigDict(dict(
+      batch_size=batch_size, num_steps=num_steps, num_epochs=num_epochs,
+      num_devices=num_devices,  # 0: all local devices.
+      log_every=log_every, checkpoint_every=checkpoint_every, checkpoints_to_keep=checkpoints_to_keep))
+
 
 def reconstruction() -> ml_collections.ConfigDict:
   """Every key of the `reconstruction` method (seed 001 LAMP / seed 003 CAE family) with neutral values:
@@ -13,14 +43,7 @@ def reconstruction() -> ml_collections.ConfigDict:
   config.method = 'reconstruction'
   config.seed = 0
 
-  config.data = ml_collections.ConfigDict()
-  config.data.name = 'textures'
-  config.data.category = 'brick'  # Several at once: 'all' or 'a+b' (see adjax.data.sources).
-  config.data.data_dir = ''  # Empty: tfds's default (~/tensorflow_datasets).
-  config.data.manual_dir = ''  # Root of an MVTec-layout tree for `mvtec_ad` / `folder`.
-  config.data.image_size = 64
-  config.data.train_preprocess = 'resize({image_size})|value_range(-1, 1)'
-  config.data.eval_preprocess = 'resize({image_size})|value_range(-1, 1)'
+  config.data = data()
 
   config.model = ml_collections.ConfigDict()
   config.model.architecture = 'lamp'  # 'lamp' (seed 001) | 'cae' (seed 003 Table 1) | 'fully_conv' (Table 2)
@@ -67,14 +90,7 @@ def reconstruction() -> ml_collections.ConfigDict:
   config.optim.plateau_epochs = 1.0  # Epochs per average of the training loss.
   config.optim.plateau_rtol = 1e-4
 
-  config.train = ml_collections.ConfigDict()
-  config.train.batch_size = 16
-  config.train.num_steps = 600
-  config.train.num_epochs = 0  # > 0 overrides num_steps.
-  config.train.num_devices = 0  # 0: all local devices.
-  config.train.log_every = 50
-  config.train.checkpoint_every = 300
-  config.train.checkpoints_to_keep = 2
+  config.train = train()
 
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 32

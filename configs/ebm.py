@@ -9,6 +9,8 @@ Presets
 
 import ml_collections
 
+from adjax import config_defaults
+
 PRESETS = ('smoke', 'default', 'paper')
 
 
@@ -20,17 +22,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.method = 'ebm'
   config.seed = 0
 
-  config.data = ml_collections.ConfigDict()
-  config.data.name = 'textures'
   # Gravel: the EBM detects its defects within the CPU budget; on brick's faint defects it stays near chance
   # (README, EBM).
-  config.data.category = 'gravel'
-  config.data.data_dir = ''  # Empty: tfds's default (~/tensorflow_datasets).
-  config.data.manual_dir = ''  # Root of an MVTec-layout tree for `mvtec_ad` / `folder`.
-  config.data.image_size = 64
-  # `{image_size}` is filled in from data.image_size, so overriding the size alone works.
-  config.data.train_preprocess = 'resize({image_size})|value_range(-1, 1)'
-  config.data.eval_preprocess = 'resize({image_size})|value_range(-1, 1)'
+  config.data = config_defaults.data(category='gravel')
 
   config.model = ml_collections.ConfigDict()
   config.model.first_features = 32  # Table 3: 3x3 conv to 32 channels.
@@ -57,13 +51,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optim.b2 = 0.999
   config.optim.grad_clip_norm = 0.0
 
-  config.train = ml_collections.ConfigDict()
-  config.train.batch_size = 16
-  config.train.num_steps = 60
-  config.train.num_devices = 0  # 0: all local devices.
-  config.train.log_every = 10
-  config.train.checkpoint_every = 30
-  config.train.checkpoints_to_keep = 2
+  config.train = config_defaults.train(num_steps=60, log_every=10, checkpoint_every=30)
 
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 32

@@ -15,6 +15,8 @@ Examples: `configs/fcdd.py:smoke,hsc`, `configs/fcdd.py:paper_semi,hsc`, `config
 
 import ml_collections
 
+from adjax import config_defaults
+
 PRESETS = ('smoke', 'default', 'paper', 'paper_semi')
 LOSSES = ('fcdd', 'hsc')
 
@@ -48,15 +50,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.method = 'fcdd'
   config.seed = 0
 
-  config.data = ml_collections.ConfigDict()
-  config.data.name = 'textures'
-  config.data.category = 'brick'
-  config.data.data_dir = ''  # Empty: tfds's default (~/tensorflow_datasets).
-  config.data.manual_dir = ''  # Root of an MVTec-layout tree for `mvtec_ad` / `folder`.
-  config.data.image_size = 64
+  config.data = config_defaults.data(preprocess=_EVAL)
   # The first resize fixes the size confetti is drawn at (seed: 240 for 224); keep it >= data.image_size.
   config.data.train_preprocess = f'resize(68)|{_CONFETTI}|{_AUGMENT}'
-  config.data.eval_preprocess = _EVAL
   config.data.labeled_anomalies_per_type = 0  # > 0: semi-supervised (real anomalies moved from test).
   config.data.anomaly_fraction = 0.5  # Semi-supervised: share of training draws that are real anomalies.
 
@@ -82,14 +78,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optim.weight_decay = 1e-4
   config.optim.accumulate_steps = 1  # > 1: gradient accumulation (optax.MultiSteps); FCDD's code: 16 x 8.
 
-  config.train = ml_collections.ConfigDict()
-  config.train.batch_size = 16
-  config.train.num_epochs = 0  # Passes over the training split (an FCDD epoch is passes_per_epoch of them).
-  config.train.num_steps = 300
-  config.train.num_devices = 0  # 0: all local devices.
-  config.train.log_every = 50
-  config.train.checkpoint_every = 300
-  config.train.checkpoints_to_keep = 2
+  # num_epochs: passes over the training split (an FCDD epoch is passes_per_epoch of them).
+  config.train = config_defaults.train(num_steps=300)
 
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 32

@@ -23,6 +23,8 @@ Optimizer everywhere: Adam lr 1e-4 with L2 weight decay 5e-4; center N(0, 1), no
 
 import ml_collections
 
+from adjax import config_defaults
+
 PRESETS = ('smoke', 'default', 'paper_a', 'paper_b', 'paper_c')
 IMAGENET_SPEC = 'resize({resize})|center_crop({image_size})|normalize("imagenet")'
 
@@ -35,15 +37,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.method = 'occ'
   config.seed = 0
 
-  config.data = ml_collections.ConfigDict()
-  config.data.name = 'textures'
-  config.data.category = 'brick'
-  config.data.data_dir = ''  # Empty: tfds's default (~/tensorflow_datasets).
-  config.data.manual_dir = ''  # Root of an MVTec-layout tree for `mvtec_ad` / `folder`.
-  config.data.image_size = 64
   # Deterministic preprocessing (no augmentation, as in the paper) is what makes the feature cache hit.
-  config.data.train_preprocess = 'resize({image_size})|normalize("imagenet")'
-  config.data.eval_preprocess = 'resize({image_size})|normalize("imagenet")'
+  config.data = config_defaults.data(preprocess='resize({image_size})|normalize("imagenet")')
 
   config.model = ml_collections.ConfigDict()
   config.model.backbone = 'resnet18'  # resnet18 | resnet50 | resnet152 | wide_resnet50_2
@@ -63,14 +58,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optim.learning_rate = 1e-4
   config.optim.weight_decay = 5e-4
 
-  config.train = ml_collections.ConfigDict()
-  config.train.batch_size = 16
-  config.train.num_epochs = 60  # > 0 sets num_steps = ceil(epochs * train_size / batch_size).
-  config.train.num_steps = 0
-  config.train.num_devices = 1  # The feature cache works on one device (0: all local devices, no cache).
-  config.train.log_every = 100
-  config.train.checkpoint_every = 1000
-  config.train.checkpoints_to_keep = 1  # The checkpoint holds the (constant) encoder too.
+  # 60 epochs set num_steps = ceil(epochs * train_size / batch_size). The feature cache works on one device
+  # (0: all local devices, no cache). The checkpoint holds the (constant) encoder too: keep one.
+  config.train = config_defaults.train(num_epochs=60, num_steps=0, num_devices=1, log_every=100,
+                                       checkpoint_every=1000, checkpoints_to_keep=1)
 
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 32
