@@ -31,6 +31,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.features = (64, 128, 256, 256)  # Stride-2 4x4 convs; Table 3 has five (for 128x128).
   # 'space_to_depth' (faster SGLD on CPU, same function) or 'direct' strided convs.
   config.model.strided_impl = 'space_to_depth'
+  # 'bfloat16': convs compute in bfloat16 (parameters, energies and the chain stay float32); for accelerators.
+  config.model.compute_dtype = 'float32'
 
   config.ebm = ml_collections.ConfigDict()
   config.ebm.chain_init = 'uniform'  # 'uniform' (non-persistent, paper) or 'replay' (persistent).

@@ -39,6 +39,8 @@ _INPUT_STEPS = flags.DEFINE_integer('input_steps', 3, 'Real-pipeline train steps
                                     'fraction (0: skip).')
 _STRIDED_IMPL = flags.DEFINE_enum('strided_impl', None, ['space_to_depth', 'direct'],
                                   "EBM stride-2 conv implementation (default: the config's).")
+_COMPUTE_DTYPE = flags.DEFINE_enum('compute_dtype', None, ['float32', 'bfloat16'],
+                                   "EBM: config.model.compute_dtype (default: the preset's, float32).")
 _PRESET = flags.DEFINE_enum('preset', 'paper', ['paper', 'smoke'],
                              "'paper': each variant's paper preset; 'smoke': the tiny presets (quick checks).")
 _TORCH = flags.DEFINE_bool('torch', False, 'Also time the PyTorch reference steps (needs torch).')
@@ -90,7 +92,7 @@ def run_torch(variant: str, case: str, *, config, repeats: int) -> dict:
 
 def benchmark(*, method_names, sizes, batch_size: int, sgld_steps: int, repeats: int, input_steps: int,
               with_torch: bool, data_dir: str = '', strided_impl: str | None = None, preset: str = 'paper',
-              log=print) -> list[dict]:
+              compute_dtype: str | None = None, log=print) -> list[dict]:
   """All rows for `method_names` x their variants x `sizes` ('paper' = the preset's size, or int).
 
   `preset` 'smoke' swaps every variant's paper preset for its smoke preset. A failing case becomes a row
@@ -112,6 +114,8 @@ def benchmark(*, method_names, sizes, batch_size: int, sgld_steps: int, repeats:
                                               sgld_steps=sgld_steps, data_dir=data_dir)
           if strided_impl and config.method == 'ebm':
             config.model.strided_impl = strided_impl
+          if compute_dtype and config.method == 'ebm':
+            config.model.compute_dtype = compute_dtype
           matmul = measure.matmul_gflops()
           for case in bench_methods.build_cases(variant, config, method_name=name):
             row = run_case(case, repeats=repeats, matmul_gflops=matmul)
@@ -185,6 +189,7 @@ def main(argv):
   rows = benchmark(method_names=names, sizes=_SIZES.value, batch_size=_BATCH.value,
                    sgld_steps=_SGLD_STEPS.value, repeats=_REPEATS.value, input_steps=_INPUT_STEPS.value,
                    with_torch=_TORCH.value, data_dir=_DATA_DIR.value, strided_impl=_STRIDED_IMPL.value,
+                   compute_dtype=_COMPUTE_DTYPE.value,
                    preset=_PRESET.value, log=lambda line: print(line, flush=True))
   env['load_average_end'] = os.getloadavg()
   print('\n' + markdown_table(rows))

@@ -152,10 +152,8 @@ def build_cases(variant: Variant, config, *, method_name: str) -> list[Case]:
 
   loop = None
   if method_name == 'ebm':
-    from adjax.models import energy  # pylint: disable=g-import-not-at-top
-    model = energy.EnergyNet(first_features=config.model.first_features,
-                             features=tuple(config.model.features),
-                             strided_impl=config.model.get('strided_impl', 'space_to_depth'))
+    from adjax.methods import ebm  # pylint: disable=g-import-not-at-top
+    model = ebm.build_model(config)
     sgld = _sgld_fn(config)
     steps = config.ebm.sgld_steps
 

@@ -16,6 +16,7 @@ import optax
 from adjax import losses
 from adjax import sampling
 from adjax import scoring
+from adjax.errors import InputError
 from adjax.methods import Method
 from adjax.models import energy
 
@@ -29,15 +30,26 @@ def make_optimizer(optim) -> optax.GradientTransformation:
   return optax.chain(*chain)
 
 
+COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}
+
+
+def build_model(config) -> energy.EnergyNet:
+  """EnergyNet from `config.model`: widths, `strided_impl`, `compute_dtype` ('float32' | 'bfloat16')."""
+  compute_dtype = config.model.get('compute_dtype', 'float32')
+  if compute_dtype not in COMPUTE_DTYPES:
+    raise InputError(f"config.model.compute_dtype: 'float32' or 'bfloat16', got {compute_dtype!r}")
+  return energy.EnergyNet(first_features=config.model.first_features, features=tuple(config.model.features),
+                          strided_impl=config.model.get('strided_impl', 'space_to_depth'),
+                          dtype=COMPUTE_DTYPES[compute_dtype])
+
+
 def make(config, *, train_size: int | None = None) -> Method:
   """Builds the EBM method from `config.model`, `config.ebm`, `config.optim`, `config.eval`.
 
   `train_size` is unused: the EBM's schedule is in steps.
   """
   del train_size
-  model = energy.EnergyNet(first_features=config.model.first_features,
-                           features=tuple(config.model.features),
-                           strided_impl=config.model.get('strided_impl', 'space_to_depth'))
+  model = build_model(config)
   hp = config.ebm
   sgld = functools.partial(
       sampling.sgld, num_steps=hp.sgld_steps, step_size=hp.step_size, noise_scale=hp.noise_scale,
