@@ -31,6 +31,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.features = (64, 128, 256, 256)  # Stride-2 4x4 convs; Table 3 has five (for 128x128).
   # 'space_to_depth' (faster SGLD on CPU, same function) or 'direct' strided convs.
   config.model.strided_impl = 'space_to_depth'
+  # Input gradient of the stride-1 convs: 'hwio' (adjax.models.convolution, fast inside the SGLD scan on
+  # CPU) or 'lax' (JAX's own rule); the same function.
+  config.model.conv_vjp = 'hwio'
   # 'bfloat16': convs compute in bfloat16 (parameters, energies and the chain stay float32); for accelerators.
   config.model.compute_dtype = 'float32'
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from adjax import errors
+from adjax import sampling
 from adjax.models import energy
 from jaxpr_helpers import primitive_names  # pylint: disable=g-bad-import-order
 
@@ -176,3 +177,24 @@ def test_strided_impls_give_same_energies_and_input_gradients_with_same_params()
 def test_unknown_strided_impl_raises():
   with pytest.raises(errors.InputError, match='strided_impl'):
     energy.EnergyNet(features=(4,), strided_impl='fft').init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+
+
+def test_conv_vjps_give_same_energies_and_gradients_and_hwio_sgld_has_no_01oi_kernel():
+  """conv_vjp='hwio' (default) and 'lax' are the same function; in an SGLD scan only 'lax' leaves `01oi`."""
+  nets = {impl: energy.EnergyNet(first_features=4, features=(6, 8), conv_vjp=impl) for impl in energy.CONV_VJPS}
+  images = jax.random.normal(jax.random.key(5), (3, 16, 16, 3))
+  params = _random_params(nets['hwio'], images.shape)
+  results = {impl: jax.value_and_grad(lambda p, x: jnp.sum(net.apply(p, x) ** 2), (0, 1))(params, images)
+             for impl, net in nets.items()}
+  for got, want in zip(jax.tree.leaves(results['hwio']), jax.tree.leaves(results['lax'])):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+  if jax.default_backend() == 'cpu':
+    for impl, net in nets.items():
+      chain = jax.jit(lambda x: sampling.sgld(lambda y: net.apply(params, y), x, jax.random.key(0), num_steps=2,
+                                              step_size=1., noise_scale=0.01))
+      assert ('_01oi->' in chain.lower(images).compile().as_text()) == (impl == 'lax'), impl
+
+
+def test_unknown_conv_vjp_raises():
+  with pytest.raises(errors.InputError, match='conv_vjp'):
+    energy.EnergyNet(features=(4,), conv_vjp='fft').init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))

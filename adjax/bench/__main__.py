@@ -41,6 +41,9 @@ _STRIDED_IMPL = flags.DEFINE_enum('strided_impl', None, ['space_to_depth', 'dire
                                   "EBM stride-2 conv implementation (default: the config's).")
 _COMPUTE_DTYPE = flags.DEFINE_enum('compute_dtype', None, ['float32', 'bfloat16'],
                                    "EBM: config.model.compute_dtype (default: the preset's, float32).")
+_CONV_VJP = flags.DEFINE_enum('conv_vjp', None, ['hwio', 'lax'],
+                              "EBM: config.model.conv_vjp, the stride-1 convs' input gradient (default: the "
+                              "preset's, 'hwio').")
 _PRESET = flags.DEFINE_enum('preset', 'paper', ['paper', 'smoke'],
                              "'paper': each variant's paper preset; 'smoke': the tiny presets (quick checks).")
 _TORCH = flags.DEFINE_bool('torch', False, 'Also time the PyTorch reference steps (needs torch).')
@@ -91,9 +94,11 @@ def run_torch(variant: str, case: str, *, config, repeats: int) -> dict:
 
 
 def benchmark(*, method_names, sizes, batch_size: int, sgld_steps: int, repeats: int, input_steps: int,
-              with_torch: bool, data_dir: str = '', strided_impl: str | None = None, preset: str = 'paper',
-              compute_dtype: str | None = None, log=print) -> list[dict]:
+              with_torch: bool, data_dir: str = '', ebm_model: dict | None = None, preset: str = 'paper',
+              log=print) -> list[dict]:
   """All rows for `method_names` x their variants x `sizes` ('paper' = the preset's size, or int).
+
+  `ebm_model` overrides keys of the EBM's `config.model` (strided_impl, compute_dtype, conv_vjp).
 
   `preset` 'smoke' swaps every variant's paper preset for its smoke preset. A failing case becomes a row
   with an `error` (the traceback goes to stderr) and the run goes on.
@@ -112,10 +117,8 @@ def benchmark(*, method_names, sizes, batch_size: int, sgld_steps: int, repeats:
             label = 'paper'
           config = bench_methods.sized_config(variant, size=side, batch_size=batch_size,
                                               sgld_steps=sgld_steps, data_dir=data_dir)
-          if strided_impl and config.method == 'ebm':
-            config.model.strided_impl = strided_impl
-          if compute_dtype and config.method == 'ebm':
-            config.model.compute_dtype = compute_dtype
+          if config.method == 'ebm':
+            config.model.update(ebm_model or {})
           matmul = measure.matmul_gflops()
           for case in bench_methods.build_cases(variant, config, method_name=name):
             row = run_case(case, repeats=repeats, matmul_gflops=matmul)
@@ -188,8 +191,9 @@ def main(argv):
   print('| ' + ' | '.join(COLUMNS) + ' |\n' + '|' + '---|' * len(COLUMNS), flush=True)
   rows = benchmark(method_names=names, sizes=_SIZES.value, batch_size=_BATCH.value,
                    sgld_steps=_SGLD_STEPS.value, repeats=_REPEATS.value, input_steps=_INPUT_STEPS.value,
-                   with_torch=_TORCH.value, data_dir=_DATA_DIR.value, strided_impl=_STRIDED_IMPL.value,
-                   compute_dtype=_COMPUTE_DTYPE.value,
+                   with_torch=_TORCH.value, data_dir=_DATA_DIR.value,
+                   ebm_model={key: flag.value for key, flag in (('strided_impl', _STRIDED_IMPL),
+                              ('compute_dtype', _COMPUTE_DTYPE), ('conv_vjp', _CONV_VJP)) if flag.value},
                    preset=_PRESET.value, log=lambda line: print(line, flush=True))
   env['load_average_end'] = os.getloadavg()
   print('\n' + markdown_table(rows))

@@ -34,12 +34,13 @@ COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}
 
 
 def build_model(config) -> energy.EnergyNet:
-  """EnergyNet from `config.model`: widths, `strided_impl`, `compute_dtype` ('float32' | 'bfloat16')."""
+  """EnergyNet from `config.model`: widths, `strided_impl`, `conv_vjp`, `compute_dtype` (float32 | bfloat16)."""
   compute_dtype = config.model.get('compute_dtype', 'float32')
   if compute_dtype not in COMPUTE_DTYPES:
     raise InputError(f"config.model.compute_dtype: 'float32' or 'bfloat16', got {compute_dtype!r}")
   return energy.EnergyNet(first_features=config.model.first_features, features=tuple(config.model.features),
                           strided_impl=config.model.get('strided_impl', 'space_to_depth'),
+                          conv_vjp=config.model.get('conv_vjp', 'hwio'),
                           dtype=COMPUTE_DTYPES[compute_dtype])
 
 

@@ -15,7 +15,9 @@ Sign convention: low energy = likely, p(x) ∝ exp(-E(x)).
 Speed: a 4x4 stride-2 conv is computed, by default, as space-to-depth followed by a 2x2 stride-1 conv
 over the four phase channels (`space_to_depth_conv`; the same function, the same parameters). Its input
 gradient, which is all an SGLD chain computes, is then an ordinary convolution instead of a dilated one
-that XLA:CPU runs slowly; `strided_impl='direct'` keeps the plain strided conv.
+that XLA:CPU runs slowly; `strided_impl='direct'` keeps the plain strided conv. The stride-1 convs
+use `adjax.models.convolution.conv2d` (`conv_vjp='hwio'`, default), whose input gradient XLA:CPU keeps
+fast inside the SGLD chain's `lax.scan`; `conv_vjp='lax'` uses JAX's own rule. Both are the same function.
 """
 
 import math
@@ -26,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from adjax import errors
+from adjax.models import convolution
 
 # Widths of the five stride-2 convs of seed 004, Table 3 (for 128x128 inputs).
 TABLE3_FEATURES = (64, 128, 256, 256, 256)
@@ -58,7 +61,16 @@ def features_for(image_size: int) -> tuple[int, ...]:
 _TORCH_KERNEL_INIT = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
 
 
-def space_to_depth_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+CONV_VJPS = ('hwio', 'lax')
+
+
+def _stride1_conv(x, kernel, padding, conv_vjp):
+  if conv_vjp == 'hwio':
+    return convolution.conv2d(x, kernel, padding)
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+def space_to_depth_conv(x: jax.Array, kernel: jax.Array, *, conv_vjp: str = 'hwio') -> jax.Array:
   """4x4 stride-2 conv with padding 1 (PyTorch's Conv2d(k=4, s=2, p=1)) as space-to-depth + 2x2 conv.
 
   With xp = pad(x, 1), out[i] = sum_k w[k] xp[2i + k]; writing k = 2q + p gives
@@ -68,6 +80,7 @@ def space_to_depth_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
   Args:
     x: float [batch, height, width, in_channels], height and width even.
     kernel: float [4, 4, in_channels, out_channels] (HWIO, as `nn.Conv`).
+    conv_vjp: 'hwio' (`convolution.conv2d`, fast input gradient in loops) or 'lax'.
 
   Returns:
     float [batch, height / 2, width / 2, out_channels].
@@ -81,8 +94,7 @@ def space_to_depth_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
   out_channels = kernel.shape[-1]
   folded = kernel.reshape(2, 2, 2, 2, channels, out_channels).transpose(0, 2, 1, 3, 4, 5)
   folded = folded.reshape(2, 2, 4 * channels, out_channels)
-  return jax.lax.conv_general_dilated(phases, folded.astype(phases.dtype), (1, 1), 'VALID',
-                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  return _stride1_conv(phases, folded.astype(phases.dtype), ((0, 0), (0, 0)), conv_vjp)
 
 
 class DownConv(nn.Module):
@@ -92,6 +104,7 @@ class DownConv(nn.Module):
   bias_init: Any = nn.initializers.zeros
   impl: str = 'space_to_depth'
   dtype: Any = None
+  conv_vjp: str = 'hwio'
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -100,7 +113,7 @@ class DownConv(nn.Module):
     dtype = self.dtype or jnp.result_type(x, kernel)
     x, kernel, bias = (value.astype(dtype) for value in (x, kernel, bias))
     if self.impl == 'space_to_depth':
-      y = space_to_depth_conv(x, kernel)
+      y = space_to_depth_conv(x, kernel, conv_vjp=self.conv_vjp)
     elif self.impl == 'direct':
       y = jax.lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)),
                                        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
@@ -131,12 +144,14 @@ class EnergyNet(nn.Module):
     dtype: compute dtype of the convs (None = from the inputs/params); energies come back in at
       least float32.
     strided_impl: 'space_to_depth' (default, faster input gradients) or 'direct' for the stride-2 convs.
+    conv_vjp: 'hwio' (default; `convolution.conv2d` for the stride-1 convs) or 'lax' (JAX's rule).
   """
   first_features: int = 32
   features: Sequence[int] = TABLE3_FEATURES
   initialization: str = 'pytorch'
   dtype: Any = None
   strided_impl: str = 'space_to_depth'
+  conv_vjp: str = 'hwio'
 
   def _inits(self, fan_in):
     if self.initialization == 'pytorch':
@@ -144,8 +159,9 @@ class EnergyNet(nn.Module):
     return {}
 
   def _conv(self, features, kernel_size, strides, padding, fan_in, name):
+    conv = convolution.flax_conv_general_dilated if self.conv_vjp == 'hwio' else None
     return nn.Conv(features, kernel_size, strides=strides, padding=padding, dtype=self.dtype,
-                   name=name, **self._inits(fan_in))
+                   name=name, conv_general_dilated=conv, **self._inits(fan_in))
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
@@ -156,6 +172,8 @@ class EnergyNet(nn.Module):
     if self.initialization not in ('pytorch', 'flax'):
       raise errors.InputError(
           f"EnergyNet initialization must be 'pytorch' or 'flax', got {self.initialization!r}")
+    if self.conv_vjp not in CONV_VJPS:
+      raise errors.InputError(f"EnergyNet conv_vjp must be one of {CONV_VJPS}, got {self.conv_vjp!r}")
     _, height, width, channels = images.shape
     factor = 2**len(self.features)
     if height % factor or width % factor:
@@ -169,7 +187,8 @@ class EnergyNet(nn.Module):
     fan_in = 16 * self.first_features
     for index, width_out in enumerate(self.features):
       # Padding 1 on each side, as PyTorch's Conv2d(k=4, s=2, p=1): exactly halves even sizes.
-      x = DownConv(width_out, impl=self.strided_impl, dtype=self.dtype, name=f'down_{index}',
+      x = DownConv(width_out, impl=self.strided_impl, dtype=self.dtype, conv_vjp=self.conv_vjp,
+                   name=f'down_{index}',
                    **self._inits(fan_in))(x)
       x = nn.elu(x)
       fan_in = 16 * width_out
