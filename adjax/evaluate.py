@@ -9,12 +9,12 @@ from pathlib import Path
 
 from absl import logging
 import jax
-from jax.experimental import multihost_utils
 import numpy as np
 
 from adjax import figures
 from adjax import metrics
 from adjax import methods
+from adjax import processes
 from adjax.data import pipeline
 
 
@@ -31,7 +31,7 @@ def score_split(method: methods.Method, variables, statistics, source, *, prepro
   sharding = pipeline.device_sharding(devices)
   score = jax.pmap(method.score, in_axes=(None, None, 0), devices=devices)
   # Several processes: each scores every process_count-th image, then all gather the whole split.
-  shard = (jax.process_index(), jax.process_count()) if len(source) >= jax.process_count() else (0, 1)
+  shard = processes.shard() if len(source) >= jax.process_count() else (0, 1)
   maps, scores, labels, masks, has_mask, category_index, defect_types = {}, {}, [], [], [], [], []
   for batch in pipeline.eval_batches(source, preprocess=preprocess, batch_size=batch_size,
                                      keep_text=True, shard=shard):
@@ -54,31 +54,8 @@ def score_split(method: methods.Method, variables, statistics, source, *, prepro
              'category_index': np.concatenate(category_index).astype(np.int32), 'defect_types': defect_types}
   if shard[1] > 1:
     logging.info('Process %d scored %d of %d test images', shard[0], len(defect_types), len(source))
-    scored = _gather_shards(scored, total=len(source), num_shards=shard[1])
+    scored = processes.gather_rows(scored)
   return scored
-
-
-_TEXT_BYTES = 64  # Defect-type names travel between processes as fixed-width UTF-8.
-
-
-def _gather_shards(scored: dict, *, total: int, num_shards: int) -> dict:
-  """Every process's `score_split` part (examples k, k + n, ...) -> the whole split in order, everywhere."""
-  per_shard = -(-total // num_shards)
-  text = np.zeros((len(scored['defect_types']), _TEXT_BYTES), np.uint8)
-  for row, name in enumerate(scored['defect_types']):
-    encoded = name.encode()[:_TEXT_BYTES]
-    text[row, :len(encoded)] = np.frombuffer(encoded, np.uint8)
-  local = {key: value for key, value in scored.items() if key != 'defect_types'}
-  local['defect_types'] = text
-  local = jax.tree_util.tree_map(
-      lambda a: np.concatenate([a, np.zeros((per_shard - a.shape[0],) + a.shape[1:], a.dtype)]), local)
-  gathered = multihost_utils.process_allgather(local)  # Leaves [num_shards, per_shard, ...].
-  # Row i of shard k is example k + i * n: interleave the shards, drop the padding at the end.
-  merged = jax.tree_util.tree_map(
-      lambda a: np.swapaxes(np.asarray(a), 0, 1).reshape((-1,) + a.shape[2:])[:total], gathered)
-  merged['defect_types'] = [bytes(row).rstrip(b'\0').decode(errors='replace')
-                            for row in merged['defect_types']]
-  return merged
 
 
 def compute_metrics(scored: dict, *, primary_map: str, primary_score: str, has_masks: bool,

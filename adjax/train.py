@@ -38,6 +38,7 @@ import orbax.checkpoint as ocp
 
 from adjax import evaluate
 from adjax import methods
+from adjax import processes
 from adjax.data import pipeline
 from adjax.data import semi_supervised
 from adjax.data import sources
@@ -232,6 +233,9 @@ def _train_and_evaluate(config, workdir, *, method):
   # Semi-supervised runs (data.labeled_anomalies_per_type > 0) move real anomalies from test to train.
   train_source, semi_supervised_test = semi_supervised.from_config(
       config, train_source, load_test=lambda: sources.load_split(split='test', **split_args)[0])
+  if len(train_source) < jax.process_count():  # `fit` splits the training images over the processes.
+    raise InputError(f'{data.name}/{data.category}: the training split has {len(train_source)} images, fewer '
+                     f'than the {jax.process_count()} processes')
   method = method or methods.get_method(config, train_size=len(train_source))
   dataset = pipeline.train_dataset(
       train_source, preprocess=train_preprocess, global_batch_size=batch_size, seed=config.seed,
@@ -300,12 +304,16 @@ def _train_and_evaluate(config, workdir, *, method):
 
   eval_start = time.perf_counter()
   variables = variables_of(state)
+  fit_shard = (0, 1)
   if jax.process_count() > 1:
-    # Every process fits on its local devices with the same (replicated) final variables, and scores its
-    # share of the test split (evaluate.score_split gathers the shares).
+    # Every process fits and scores its share of the training and test splits on its local devices with the
+    # same (replicated) final variables; `fit` and `evaluate.score_split` gather the shares.
     variables, devices = jax.device_get(variables), jax.local_devices()
+    fit_shard = processes.shard()
+    logging.info('Process %d fits on %d of %d training images', fit_shard[0],
+                 len(range(fit_shard[0], len(train_source), fit_shard[1])), len(train_source))
   statistics = method.fit(variables, lambda: pipeline.eval_batches(
-      train_source, preprocess=eval_preprocess, batch_size=config.eval.batch_size))
+      train_source, preprocess=eval_preprocess, batch_size=config.eval.batch_size, shard=fit_shard))
   if 'test' in sources.split_names(**split_args):
     test_source, test_info = sources.load_split(split='test', **split_args)
     test_source = test_source if semi_supervised_test is None else semi_supervised_test
@@ -324,7 +332,7 @@ def _train_and_evaluate(config, workdir, *, method):
                    threshold_source='training_statistics' if thresholds.get('image') is not None else None)
   results.update(
       method=method.name, dataset=data.name, category=data.category, seed=config.seed,
-      num_train_steps=num_steps, train_seconds=train_seconds_before + session_seconds,
+      num_train_steps=num_steps, num_train_images=len(train_source), train_seconds=train_seconds_before + session_seconds,
       train_images_per_second=(steps_run * batch_size / session_seconds) if steps_run else None,
       eval_seconds=time.perf_counter() - eval_start, config=config.to_dict())
   writer.write_scalars(num_steps, {f'test/{k}': v for k, v in results.items()

@@ -1,5 +1,6 @@
 """Autoencoders of seeds 001/003: shapes, Table 1/2 layer widths, N(0, 0.02) init, patch-wise reconstruction."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -153,3 +154,23 @@ def test_training_mode_updates_batch_statistics():
 def test_bad_sizes_and_names_raise_input_error(architecture, size, kwargs):
   with pytest.raises(InputError):
     ae.build(architecture=architecture, image_size=size, **kwargs)
+
+
+@pytest.mark.parametrize('kernel_size, strides, padding', [((4, 4), (2, 2), ((2, 2), (2, 2))),
+                                                           ((2, 2), (2, 2), 'VALID'), ((3, 3), (2, 2), 'SAME'),
+                                                           ((4, 4), (1, 1), 'VALID')])
+def test_conv_transpose_equals_flax_with_the_same_parameters(kernel_size, strides, padding):
+  x = jax.random.normal(jax.random.key(0), (2, 5, 6, 3))
+  ours = ae.ConvTranspose(4, kernel_size, strides=strides, padding=padding)
+  ref = nn.ConvTranspose(4, kernel_size, strides=strides, padding=padding)
+  params = jax.tree.map(lambda a: jax.random.normal(jax.random.key(2), a.shape), ref.init(jax.random.key(1), x))
+  assert jax.tree.map(jnp.shape, ours.init(jax.random.key(1), x)) == jax.tree.map(jnp.shape, params)
+  np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x), rtol=1e-5, atol=1e-5)
+  grads = [jax.grad(lambda p, x, m=m: jnp.sum(m.apply(p, x) ** 2), (0, 1))(params, x) for m in (ours, ref)]
+  for got, want in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+
+
+def test_upsample_nearest_2x_equals_image_resize():
+  x = jax.random.normal(jax.random.key(0), (2, 4, 3, 5))
+  np.testing.assert_array_equal(ae.upsample_nearest_2x(x), jax.image.resize(x, (2, 8, 6, 5), 'nearest'))

@@ -98,3 +98,36 @@ def test_flax_adapter_falls_back_to_lax_for_strides_and_dilations():
     plain = nn.Conv(2, (3, 3), **kwargs)
     params = plain.init(jax.random.key(1), x)
     np.testing.assert_allclose(fast.apply(params, x), plain.apply(params, x), rtol=1e-6, err_msg=str(kwargs))
+
+
+STRIDED_CASES = [((8, 8), 4, ((1, 1), (1, 1))), ((8, 8), 3, ((0, 1), (0, 1))), ((9, 7), 3, ((1, 1), (1, 1))),
+                 ((10, 10), 4, ((2, 2), (2, 2))), ((8, 8), 2, ((0, 0), (0, 0))), ((9, 9), 5, ((0, 0), (0, 0)))]
+
+
+@pytest.mark.parametrize('size, kernel_size, padding', STRIDED_CASES)
+def test_strided_conv_and_its_gradients_equal_lax(size, kernel_size, padding):
+  x, kernel = _inputs(kernel_size=(kernel_size,) * 2, shape=(2,) + size + (3,))
+  strided = lambda x, k: lax.conv_general_dilated(x, k, (2, 2), padding, dimension_numbers=convolution.NHWC_HWIO)
+  cotangent = jax.random.normal(jax.random.key(2), strided(x, kernel).shape)
+  ours, ours_vjp = jax.vjp(lambda x, k: convolution.strided_conv2d(x, k, padding), x, kernel)
+  ref, ref_vjp = jax.vjp(strided, x, kernel)
+  np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
+  for got, want in zip(ours_vjp(cotangent), ref_vjp(cotangent)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_strided_input_gradient_has_no_dilated_convolution():
+  x, kernel = _inputs(kernel_size=(3, 3), shape=(2, 8, 8, 3))
+  grad = jax.grad(lambda x: jnp.sum(convolution.strided_conv2d(x, kernel, ((0, 1), (0, 1))) ** 2))
+  convs = [eqn for eqn in jax.make_jaxpr(grad)(x).eqns if eqn.primitive.name == 'conv_general_dilated']
+  assert convs and all(set(eqn.params['lhs_dilation']) == {1} for eqn in convs)
+
+
+@pytest.mark.parametrize('kernel_size, padding', [(4, ((2, 2), (2, 2))), (2, 'VALID'), (3, 'SAME'), (4, 'SAME'),
+                                                  (3, 'VALID'), (3, ((0, 2), (1, 0)))])
+def test_conv_transpose_equals_lax(kernel_size, padding):
+  x, kernel = _inputs(kernel_size=(kernel_size,) * 2, shape=(2, 5, 6, 3))
+  explicit = tuple(convolution.transpose_padding(kernel_size, padding if isinstance(padding, str) else pair)
+                   for pair in ((padding,) * 2 if isinstance(padding, str) else padding))
+  ref = lax.conv_transpose(x, kernel, (2, 2), padding, dimension_numbers=convolution.NHWC_HWIO)
+  np.testing.assert_allclose(convolution.conv_transpose2d(x, kernel, explicit), ref, rtol=1e-5, atol=1e-5)

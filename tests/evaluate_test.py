@@ -113,33 +113,3 @@ def test_one_category_has_no_breakdown_and_a_normal_only_category_gets_nulls():
   assert results['by_category']['normal_only']['image_f1'] is None
   assert results['by_category']['mixed']['image_f1'] is not None
   assert results['image_f1_category_mean'] is None  # A mean over fewer categories would mislead.
-
-
-def test_gathered_shards_restore_the_split_order(monkeypatch):
-  """Process k scores examples k, k + n, ...; `_gather_shards` interleaves the parts back, text included."""
-  whole = scored_split(num_images=5, seed=1, labels=[0, 1, 1, 0, 1])
-  whole['category_index'] = np.arange(5, dtype=np.int32)
-  whole['defect_types'] = ['good', 'cut', 'hole', 'good', 'långt namn']
-  parts = []
-  for shard in range(2):
-    take = np.arange(shard, 5, 2)
-    part = {'maps': {k: v[take] for k, v in whole['maps'].items()},
-            'scores': {k: v[take] for k, v in whole['scores'].items()},
-            'defect_types': [whole['defect_types'][i] for i in take]}
-    part.update({k: whole[k][take] for k in ('labels', 'masks', 'has_mask', 'category_index')})
-    parts.append(part)
-  padded = []
-
-  def fake_allgather(tree):  # Collects process 1's padded part, then stacks it under process 0's.
-    padded.append(tree)
-    return jax.tree_util.tree_map(lambda *leaves: np.stack(leaves), *padded[::-1] * (3 - len(padded)))
-
-  monkeypatch.setattr(evaluate.multihost_utils, 'process_allgather', fake_allgather)
-  evaluate._gather_shards(parts[1], total=5, num_shards=2)  # pylint: disable=protected-access
-  merged = evaluate._gather_shards(parts[0], total=5, num_shards=2)  # pylint: disable=protected-access
-  assert merged['defect_types'] == whole['defect_types']
-  for key in ('labels', 'masks', 'has_mask', 'category_index'):
-    np.testing.assert_array_equal(merged[key], whole[key])
-  for group in ('maps', 'scores'):
-    for name in whole[group]:
-      np.testing.assert_array_equal(merged[group][name], whole[group][name])

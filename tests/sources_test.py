@@ -111,3 +111,30 @@ def test_several_categories_concatenate_with_a_category_index(tmp_path):
 def test_all_is_refused_for_folder_datasets():
   with pytest.raises(InputError, match="'all' needs a dataset with fixed categories"):
     sources.categories_of(name='folder', category='all')
+
+
+def test_a_concurrent_build_waits_for_the_lock_and_reads_the_other_processs_data(tmp_path):
+  """Two processes asking for the same missing dataset build it once (parallel runs, test workers)."""
+  manual_dir = _tiny_mvtec(tmp_path / 'mvtec')
+  args = dict(name='mvtec_ad', category='bottle', data_dir=tmp_path / 'data', manual_dir=manual_dir)
+  builder = sources.make_builder(**args)
+  script = textwrap.dedent(f"""
+      from adjax.data import sources
+      source, info = sources.load_split(name='mvtec_ad', category='bottle', split='test',
+                                        data_dir={str(tmp_path / 'data')!r}, manual_dir={str(manual_dir)!r})
+      print(len(source), info['num_examples'])
+  """)
+  with sources._build_lock(builder):  # pylint: disable=protected-access  This process is "building".
+    waiting = subprocess.Popen([sys.executable, '-c', script], stdout=subprocess.PIPE, text=True)
+    with pytest.raises(subprocess.TimeoutExpired):
+      waiting.wait(timeout=8)  # Blocked on the lock (its imports take a few seconds of this).
+    assert not list(tmp_path.glob('data/mvtec_ad/bottle/*/*.array_record*'))
+    builder.download_and_prepare(  # What `prepare` does under the lock.
+        download_config=sources.tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+  written = sorted(tmp_path.glob('data/mvtec_ad/bottle/1.0.0/*'))
+  stamps = [path.stat().st_mtime_ns for path in written]
+  out, _ = waiting.communicate(timeout=120)
+  assert waiting.returncode == 0 and out.strip().splitlines()[-1] == '2 2'
+  # The waiting process read the data this one built; it did not build again.
+  assert sorted(tmp_path.glob('data/mvtec_ad/bottle/1.0.0/*')) == written
+  assert [path.stat().st_mtime_ns for path in written] == stamps

@@ -80,7 +80,7 @@ def test_results_contract(tmp_path, data_dir):
   results = train.train_and_evaluate(config, tmp_path, method=mean_image_method())
   written = json.loads((tmp_path / 'results.json').read_text())
   for key in ('method', 'dataset', 'category', 'seed', 'image_auroc', 'pixel_auroc', 'pixel_ap',
-              'pixel_aupro', 'image_f1_max', 'threshold', 'num_train_steps', 'train_seconds',
+              'pixel_aupro', 'image_f1_max', 'threshold', 'num_train_steps', 'num_train_images', 'train_seconds',
               'train_images_per_second', 'eval_seconds', 'config'):
     assert key in written, key
   # Digits have no masks: pixel metrics are null, never 0 or missing.

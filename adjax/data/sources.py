@@ -9,11 +9,14 @@ of the dataset) or `'brick+grass'`; the splits are concatenated in that order an
 `category_index` (its category's position in the list; 0 for a single category).
 
 Builds use `file_format='array_record'` and run once per config (tfds reuses prepared data); reading needs
-no TensorFlow. Builder modules are imported only when their name is asked for, so a missing or broken
+no TensorFlow. Processes that ask for the same missing dataset at once (parallel runs or test workers on one
+machine) build it once: a file lock next to the data serialises them, and the others then read it. Builder modules are imported only when their name is asked for, so a missing or broken
 optional builder does not affect the others. To add a dataset, add one line to `_REGISTRY`.
 """
 
 import bisect
+import contextlib
+import fcntl
 import importlib
 import os
 import pathlib
@@ -80,14 +83,35 @@ def make_builder(*, name: str, category, data_dir, manual_dir=None) -> tfds.core
   return builder_cls(data_dir=str(data_dir), config=config, file_format='array_record')
 
 
+def _is_prepared(builder: tfds.core.DatasetBuilder) -> bool:
+  return builder.data_path.exists() and builder.is_prepared()  # exists() first: tfds warns on a missing dir
+
+
+@contextlib.contextmanager
+def _build_lock(builder: tfds.core.DatasetBuilder):
+  """An exclusive lock on `<data_dir>/<dataset>/<config>.lock`, held while one process builds."""
+  path = pathlib.Path(builder.data_dir_root) / builder.name / f'{builder.builder_config.name}.lock'
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path, 'a') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def prepare(builder: tfds.core.DatasetBuilder, *, name: str, manual_dir=None) -> None:
   """Builds the dataset unless tfds already holds it; the manual_dir is checked only when building."""
-  if builder.data_path.exists() and builder.is_prepared():  # exists() first: tfds warns on a missing dir
+  if _is_prepared(builder):
     return
-  download_config = None
-  if _REGISTRY[name].needs_manual_dir:
-    download_config = tfds.download.DownloadConfig(manual_dir=str(_checked_manual_dir(name, manual_dir)))
-  builder.download_and_prepare(download_config=download_config)
+  with _build_lock(builder):
+    if _is_prepared(builder):  # Another process built it while this one waited for the lock.
+      builder.info.read_from_directory(builder.data_dir)
+      return
+    download_config = None
+    if _REGISTRY[name].needs_manual_dir:
+      download_config = tfds.download.DownloadConfig(manual_dir=str(_checked_manual_dir(name, manual_dir)))
+    builder.download_and_prepare(download_config=download_config)
 
 
 def _has_masks(builder: tfds.core.DatasetBuilder) -> bool:

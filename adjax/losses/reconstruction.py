@@ -234,8 +234,8 @@ def contractive_penalty(encoder_fn: Callable[[jax.Array], jax.Array], x: jax.Arr
   (or Jacobian-vector) product with per-example probes gives every example's product at once.
 
   method='exact': sums the squared rows J^T e_k over all code units k (one vjp each, batched), or
-    the squared columns J e_d over all input elements when there are fewer of them. Memory grows
-    with that count times the batch: for small inputs or codes.
+    the squared columns J e_d (VJPs of u -> J^T u) over all input elements when there are fewer of
+    them. Memory grows with that count times the batch: for small inputs or codes.
   method='hutchinson': unbiased estimate mean_p ||J^T u_p||^2 over `num_projections` random probes
     u_p in code space with E[u u^T] = I (Rademacher or standard Gaussian), since
     E||J^T u||^2 = trace(J J^T) = ||J||_F^2. Rademacher probes have the lower variance.
@@ -272,8 +272,9 @@ def contractive_penalty(encoder_fn: Callable[[jax.Array], jax.Array], x: jax.Arr
       rows, = over_probes(vjp_fn, jnp.broadcast_to(basis, (code_size,) + codes.shape))
       return sum_per_example(rows)
     basis = jnp.eye(input_size, dtype=x.dtype).reshape(input_size, 1, *x.shape[1:])
-    jvp_fn = lambda tangent: jax.jvp(encoder_fn, (x,), (tangent,))[1]
-    columns = over_probes(jvp_fn, jnp.broadcast_to(basis, (input_size,) + x.shape))
+    # J e_d as the VJP of the linear map u -> J^T u (reverse mode only: the models' convs define custom VJPs).
+    _, transpose_vjp = jax.vjp(lambda u: vjp_fn(u)[0], jnp.zeros_like(codes))
+    columns = over_probes(lambda tangent: transpose_vjp(tangent)[0], jnp.broadcast_to(basis, (input_size,) + x.shape))
     return sum_per_example(columns)
   if method != 'hutchinson':
     raise InputError(f"contractive penalty method must be 'exact' or 'hutchinson', got {method!r}")

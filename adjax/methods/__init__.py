@@ -11,7 +11,9 @@ The contract between a method and the loop (shapes per device; the loop adds `pm
       `model_state` is `variables` without 'params'; `metrics` maps names to per-example `[batch]` or scalar
       values (averaged by the loop). The loop averages the loss over the batch and the devices.
   fit(variables, make_batches) -> statistics   post-training statistics; `make_batches()` gives a fresh
-      iterator over the training split in eval preprocessing (host batches with a `valid [batch]` flag)
+      iterator over the training split in eval preprocessing (host batches with a `valid [batch]` flag).
+      In a multi-process run each process sees only its share (`adjax.processes.shard()`): per-image values
+      go through `processes.gather_rows`, running statistics through `processes.merge_across`.
   score(variables, statistics, images) -> (maps, scores)
       `maps`: name -> `[batch, height, width]` anomaly maps at input resolution (higher = more anomalous);
       `scores`: name -> `[batch]` image scores. `config.eval.map` / `config.eval.score` pick the primary ones.

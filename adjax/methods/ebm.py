@@ -14,6 +14,7 @@ import numpy as np
 import optax
 
 from adjax import losses
+from adjax import processes
 from adjax import sampling
 from adjax import scoring
 from adjax.errors import InputError
@@ -133,22 +134,23 @@ def make(config, *, train_size: int | None = None) -> Method:
       if moments is None:
         moments = scoring.moments_init(images.shape[1:])
       moments = scoring.moments_update(moments, raw_outputs_jit(variables, images)[1])
-    mean, std = scoring.moments_finalize(moments, eps=hp.std_eps)
+    mean, std = scoring.moments_finalize(processes.merge_across(moments, scoring.moments_merge), eps=hp.std_eps)
     statistics = {'mean': mean, 'std': std}
     pixel_values, image_values = {}, {}
     for batch in make_batches():
       maps, scores = score(variables, statistics, jnp.asarray(batch['image']))
       valid = batch['valid']
       for name, value in maps.items():
-        pixel_values.setdefault(name, []).append(np.asarray(value)[valid].reshape(-1))
+        pixel_values.setdefault(name, []).append(np.asarray(value)[valid])
       for name, value in scores.items():
         image_values.setdefault(name, []).append(np.asarray(value)[valid])
-    statistics['pixel_threshold'] = {
-        name: jnp.float32(scoring.three_sigma_threshold(np.concatenate(v)))
-        for name, v in pixel_values.items()}
-    statistics['image_threshold'] = {
-        name: jnp.float32(scoring.three_sigma_threshold(np.concatenate(v)))
-        for name, v in image_values.items()}
+    # Several processes: every one fitted its share of the training split; all thresholds see all of it.
+    gathered = processes.gather_rows({'pixel': {k: np.concatenate(v) for k, v in pixel_values.items()},
+                                      'image': {k: np.concatenate(v) for k, v in image_values.items()}})
+    statistics['pixel_threshold'] = {name: jnp.float32(scoring.three_sigma_threshold(np.ravel(v)))
+                                     for name, v in gathered['pixel'].items()}
+    statistics['image_threshold'] = {name: jnp.float32(scoring.three_sigma_threshold(v))
+                                     for name, v in gathered['image'].items()}
     return statistics
 
   @jax.jit

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from adjax import processes
 from adjax import scoring
 from adjax.errors import InputError
 from adjax.losses import occ as occ_losses
@@ -307,9 +308,11 @@ def make(config, *, train_size: int | None = None) -> Method:
     for batch in make_batches():
       maps, scores = score(variables, {}, jnp.asarray(batch['image']))
       image_values.append(np.asarray(scores[config.eval.score])[batch['valid']])
-      pixel_values.append(np.asarray(maps[config.eval.map])[batch['valid']].reshape(-1))
-    return {'image_threshold': jnp.float32(scoring.three_sigma_threshold(np.concatenate(image_values))),
-            'pixel_threshold': jnp.float32(scoring.three_sigma_threshold(np.concatenate(pixel_values)))}
+      pixel_values.append(np.asarray(maps[config.eval.map])[batch['valid']])
+    # Several processes: each scored its share of the training split; the thresholds see all of it.
+    gathered = processes.gather_rows({'image': np.concatenate(image_values), 'pixel': np.concatenate(pixel_values)})
+    return {'image_threshold': jnp.float32(scoring.three_sigma_threshold(gathered['image'])),
+            'pixel_threshold': jnp.float32(scoring.three_sigma_threshold(np.ravel(gathered['pixel'])))}
 
   def thresholds(statistics):
     if hp.threshold == 'none':

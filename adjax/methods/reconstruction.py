@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from adjax import processes
 from adjax.data import sources
 from adjax.errors import InputError
 from adjax.losses import reconstruction as rec_losses
@@ -223,17 +224,20 @@ def make(config, *, train_size: int | None = None) -> Method:
         scores.setdefault(name, []).append(np.asarray(value)[valid])
       classes.append(np.asarray(batch.get(CATEGORY_KEY, np.zeros(valid.shape, np.int32)))[valid])
       predicted.append(np.asarray(batch_predicted)[valid])
-    classes = jnp.asarray(np.concatenate(classes))
+    # Several processes: each scored its share of the training split; the thresholds see all of it.
+    gathered = processes.gather_rows({'scores': {k: np.concatenate(v) for k, v in scores.items()},
+                                      'classes': np.concatenate(classes), 'predicted': np.concatenate(predicted)})
+    classes = jnp.asarray(gathered['classes'])
     thresholds = {}
-    for name, values in scores.items():
-      values = jnp.asarray(np.concatenate(values))
+    for name, values in gathered['scores'].items():
+      values = jnp.asarray(values)
       current = jnp.full((num_classes,), config.threshold.initial, jnp.float32)
       for _ in range(updates):
         current = rec_losses.ema_class_thresholds(current, values, classes, alpha=config.threshold.alpha,
                                                   beta=config.threshold.beta)
       thresholds[name] = current
     # Without a Mixer every image is 'predicted' category 0: the accuracy is only meaningful with one.
-    accuracy = np.mean(np.concatenate(predicted) == np.asarray(classes))
+    accuracy = np.mean(gathered['predicted'] == np.asarray(classes))
     return {'class_thresholds': thresholds, 'train_category_accuracy': jnp.float32(accuracy)}
 
   def thresholds(statistics):

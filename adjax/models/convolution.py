@@ -20,6 +20,7 @@ from typing import Sequence
 
 import jax
 from jax import lax
+import jax.numpy as jnp
 
 NHWC_HWIO = ('NHWC', 'HWIO', 'NHWC')
 
@@ -66,6 +67,70 @@ def _conv2d_backward(padding, residuals, grad_out):
 conv2d.defvjp(_conv2d_forward, _conv2d_backward)
 
 
+def _strided_conv(x, kernel, padding):
+  return lax.conv_general_dilated(x, kernel, (2, 2), padding, dimension_numbers=NHWC_HWIO)
+
+
+def strided_input_gradient(grad_out: jax.Array, kernel: jax.Array, padding: Padding,
+                           input_shape: Sequence[int]) -> jax.Array:
+  """dL/dx of a stride-2 conv as one stride-1 conv over the four output phases, then depth-to-space.
+
+  In one axis, with xp = pad(x, (low, high)) and y[i] = sum_t k[t] xp[2i + t], the gradient at xp[2m + r]
+  is sum_u k[2u + r] dy[m - u]: for each phase r a stride-1 correlation of dy with the flipped sub-kernel
+  k[r::2] (zero-padded to U = ceil(K / 2) taps). The four (row, column) phases are the output channels of
+  one convolution; interleaving them and dropping the padding gives dx. Nothing is dilated.
+
+  Args:
+    grad_out: float [batch, out_height, out_width, out_channels].
+    kernel: float [kernel_height, kernel_width, in_channels, out_channels].
+    padding: ((top, bottom), (left, right)) of the forward conv.
+    input_shape: the forward input's shape [batch, height, width, in_channels].
+
+  Returns:
+    float [batch, height, width, in_channels].
+  """
+  kernel_h, kernel_w, in_channels, out_channels = kernel.shape
+  taps_h, taps_w = (kernel_h + 1) // 2, (kernel_w + 1) // 2
+  folded = jnp.pad(kernel, ((0, 2 * taps_h - kernel_h), (0, 2 * taps_w - kernel_w), (0, 0), (0, 0)))
+  folded = folded.reshape(taps_h, 2, taps_w, 2, in_channels, out_channels)[::-1, :, ::-1]
+  folded = folded.transpose(0, 2, 5, 1, 3, 4).reshape(taps_h, taps_w, out_channels, 4 * in_channels)
+  _, height, width, _ = input_shape
+  (top, bottom), (left, right) = padding
+  rows, cols = -(-(height + top + bottom) // 2), -(-(width + left + right) // 2)
+  grad_pad = ((0, 0, 0), (taps_h - 1, rows - grad_out.shape[1], 0), (taps_w - 1, cols - grad_out.shape[2], 0),
+              (0, 0, 0))
+  phases = _conv(lax.pad(grad_out, jnp.zeros((), grad_out.dtype), grad_pad), folded, ((0, 0), (0, 0)))
+  batch = grad_out.shape[0]
+  padded = phases.reshape(batch, rows, cols, 2, 2, in_channels).transpose(0, 1, 3, 2, 4, 5)
+  padded = padded.reshape(batch, 2 * rows, 2 * cols, in_channels)
+  return padded[:, top:top + height, left:left + width]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def strided_conv2d(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array:
+  """Stride-2 convolution (NHWC/HWIO), the same function as `lax.conv_general_dilated`.
+
+  Its input gradient is `strided_input_gradient` (an ordinary convolution) instead of JAX's lhs-dilated
+  one, which XLA:CPU runs several times slower; the kernel gradient is JAX's own.
+  """
+  return _strided_conv(x, kernel, padding)
+
+
+def _strided_forward(x, kernel, padding):
+  return _strided_conv(x, kernel, padding), (x, kernel)
+
+
+def _strided_backward(padding, residuals, grad_out):
+  x, kernel = residuals
+  grad_x = strided_input_gradient(grad_out, kernel, padding, x.shape)
+  _, kernel_vjp = jax.vjp(lambda k: _strided_conv(x, k, padding), kernel)
+  (grad_kernel,) = kernel_vjp(grad_out)
+  return grad_x, grad_kernel
+
+
+strided_conv2d.defvjp(_strided_forward, _strided_backward)
+
+
 def _is_nhwc_hwio(dimension_numbers, lhs_shape, rhs_shape) -> bool:
   if dimension_numbers is None:
     return False
@@ -77,14 +142,58 @@ def _is_nhwc_hwio(dimension_numbers, lhs_shape, rhs_shape) -> bool:
 def flax_conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
                               padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
                               feature_group_count: int = 1, precision=None, **kwargs) -> jax.Array:
-  """`lax.conv_general_dilated`'s signature; stride-1 undilated NHWC/HWIO 2-D convs use `conv2d`."""
-  plain = all(s == 1 for s in window_strides) and not kwargs and precision is None
+  """`lax.conv_general_dilated`'s signature; undilated NHWC/HWIO 2-D convs of stride 1 use `conv2d`, of
+  stride 2 `strided_conv2d`."""
+  strides = tuple(window_strides)
+  plain = strides in ((1, 1), (2, 2)) and not kwargs and precision is None
   plain &= all(d == 1 for d in (lhs_dilation or ())) and all(d == 1 for d in (rhs_dilation or ()))
   plain &= lhs.ndim == 4 and feature_group_count == 1
   if plain and _is_nhwc_hwio(dimension_numbers, lhs.shape, rhs.shape):
     if isinstance(padding, str):
-      padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
-    return conv2d(lhs, rhs, tuple((int(low), int(high)) for low, high in padding))
+      padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)
+    padding = tuple((int(low), int(high)) for low, high in padding)
+    if min(min(pair) for pair in padding) >= 0:
+      return (conv2d if strides == (1, 1) else strided_conv2d)(lhs, rhs, padding)
   return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
                                   rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                                   feature_group_count=feature_group_count, precision=precision, **kwargs)
+
+
+def conv_transpose2d(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array:
+  """`lax.conv_transpose(x, kernel, (2, 2), padding)` (NHWC/HWIO, transpose_kernel=False) without dilation.
+
+  A stride-2 transposed convolution is the input gradient of a stride-2 convolution, so it is computed as
+  `strided_input_gradient`: one stride-1 convolution over the input producing the four output phases,
+  then depth-to-space. XLA:CPU runs the lhs-dilated form several times slower. Differentiating this
+  function (plain JAX) needs no dilated convolution either.
+
+  Args:
+    x: float [batch, height, width, in_channels].
+    kernel: float [kernel_height, kernel_width, in_channels, out_channels].
+    padding: ((top, bottom), (left, right)) padding of the dilated input, as `lax.conv_transpose`; each
+      at most kernel size - 1.
+
+  Returns:
+    float [batch, 2 (height - 1) + top + bottom - kernel_height + 2, ..., out_channels].
+  """
+  kernel_h, kernel_w = kernel.shape[:2]
+  (top, bottom), (left, right) = padding
+  if max(top, bottom) > kernel_h - 1 or max(left, right) > kernel_w - 1 or min(top, bottom, left, right) < 0:
+    raise ValueError(f'conv_transpose2d: padding {padding} must lie in [0, kernel size - 1]')
+  batch, height, width, _ = x.shape
+  out_shape = (batch, 2 * (height - 1) + top + bottom - kernel_h + 2,
+               2 * (width - 1) + left + right - kernel_w + 2, kernel.shape[3])
+  # The transposed conv of `kernel` is the input gradient of the strided conv of `kernel` flipped in space
+  # with in/out swapped, whose padding is kernel size - 1 - the transposed conv's.
+  forward_kernel = kernel[::-1, ::-1].transpose(0, 1, 3, 2)
+  forward_padding = ((kernel_h - 1 - top, kernel_h - 1 - bottom), (kernel_w - 1 - left, kernel_w - 1 - right))
+  return strided_input_gradient(x, forward_kernel, forward_padding, out_shape)
+
+
+def transpose_padding(kernel_size: int, padding) -> tuple[int, int]:
+  """Explicit (low, high) padding that `lax.conv_transpose` uses for 'SAME' / 'VALID' at stride 2."""
+  if not isinstance(padding, str):
+    return tuple(padding)
+  extra = kernel_size + (max(kernel_size - 2, 0) if padding == "VALID" else 0)
+  low = kernel_size - 1 if padding == 'VALID' or kernel_size <= 2 else -(-extra // 2)
+  return low, extra - low
