@@ -22,8 +22,16 @@ def _inputs(kernel_size=(3, 2), shape=(2, 7, 6, 3), out_channels=5):
   return x, kernel
 
 
+@pytest.fixture(name='conv_path', params=['conv', 'im2col'])
+def conv_path_fixture(request, monkeypatch):
+  """Runs a test through XLA's convolution and through the patches @ kernel matmul (small outputs)."""
+  monkeypatch.setattr(convolution, 'IM2COL_MAX_OUTPUT_PIXELS', 0 if request.param == 'conv' else 10**9)
+  return request.param
+
+
 @pytest.mark.parametrize('padding', PADDINGS)
-def test_forward_and_gradients_equal_lax(padding):
+def test_forward_and_gradients_equal_lax(padding, conv_path):
+  del conv_path
   x, kernel = _inputs()
   cotangent = jax.random.normal(jax.random.key(2), _lax_conv(x, kernel, padding).shape)
   ours, ours_vjp = jax.vjp(lambda x, k: convolution.conv2d(x, k, padding), x, kernel)
@@ -45,8 +53,9 @@ def test_input_gradient_matches_finite_differences():
     np.testing.assert_allclose(jnp.vdot(grad, direction), numeric, rtol=1e-7)
 
 
-def test_second_order_gradient_equals_lax():
+def test_second_order_gradient_equals_lax(conv_path):
   """Reverse over reverse (e.g. a gradient penalty on dE/dx) goes through the custom VJP's backward."""
+  del conv_path
   x, kernel = _inputs()
   padding = PADDINGS[0]
 
@@ -68,10 +77,11 @@ def _scan_chain_hlo(conv):
   return jax.jit(chain).lower(x, kernel).compile().as_text()
 
 
-def test_input_gradient_in_a_scan_keeps_the_hwio_kernel_layout():
+def test_input_gradient_in_a_scan_keeps_the_hwio_kernel_layout(monkeypatch):
   """The reason for the module: inside a while body JAX's rule leaves an `01oi` kernel (slow on CPU)."""
   if jax.default_backend() != 'cpu':
     pytest.skip('XLA:CPU layout check')
+  monkeypatch.setattr(convolution, 'IM2COL_MAX_OUTPUT_PIXELS', 0)  # XLA convolutions, not matmuls.
   ours, ref = _scan_chain_hlo(convolution.conv2d), _scan_chain_hlo(_lax_conv)
   assert 'convolution(' in ours and '_01oi->' not in ours
   # Guard the test itself: if XLA ever stops producing 01oi for lax's rule, this test no longer shows anything.
@@ -105,7 +115,8 @@ STRIDED_CASES = [((8, 8), 4, ((1, 1), (1, 1))), ((8, 8), 3, ((0, 1), (0, 1))), (
 
 
 @pytest.mark.parametrize('size, kernel_size, padding', STRIDED_CASES)
-def test_strided_conv_and_its_gradients_equal_lax(size, kernel_size, padding):
+def test_strided_conv_and_its_gradients_equal_lax(size, kernel_size, padding, conv_path):
+  del conv_path
   x, kernel = _inputs(kernel_size=(kernel_size,) * 2, shape=(2,) + size + (3,))
   strided = lambda x, k: lax.conv_general_dilated(x, k, (2, 2), padding, dimension_numbers=convolution.NHWC_HWIO)
   cotangent = jax.random.normal(jax.random.key(2), strided(x, kernel).shape)
@@ -125,9 +136,20 @@ def test_strided_input_gradient_has_no_dilated_convolution():
 
 @pytest.mark.parametrize('kernel_size, padding', [(4, ((2, 2), (2, 2))), (2, 'VALID'), (3, 'SAME'), (4, 'SAME'),
                                                   (3, 'VALID'), (3, ((0, 2), (1, 0)))])
-def test_conv_transpose_equals_lax(kernel_size, padding):
+def test_conv_transpose_equals_lax(kernel_size, padding, conv_path):
+  del conv_path
   x, kernel = _inputs(kernel_size=(kernel_size,) * 2, shape=(2, 5, 6, 3))
   explicit = tuple(convolution.transpose_padding(kernel_size, padding if isinstance(padding, str) else pair)
                    for pair in ((padding,) * 2 if isinstance(padding, str) else padding))
   ref = lax.conv_transpose(x, kernel, (2, 2), padding, dimension_numbers=convolution.NHWC_HWIO)
   np.testing.assert_allclose(convolution.conv_transpose2d(x, kernel, explicit), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_small_outputs_use_the_matmul_and_large_ones_the_convolution():
+  small, _ = _inputs(shape=(2, 6, 6, 3))  # 6x6 = 36 output pixels with SAME padding.
+  large, kernel = _inputs(shape=(2, 12, 12, 3))  # 144 output pixels.
+  names = lambda x: {eqn.primitive.name for eqn in jax.make_jaxpr(
+      lambda x: convolution.conv2d(x, kernel, PADDINGS[0]))(x).eqns[0].params['call_jaxpr'].eqns}
+  assert convolution.IM2COL_MAX_OUTPUT_PIXELS == 64
+  assert 'dot_general' in names(small) and 'conv_general_dilated' not in names(small)
+  assert 'conv_general_dilated' in names(large)

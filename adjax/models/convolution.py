@@ -27,7 +27,34 @@ NHWC_HWIO = ('NHWC', 'HWIO', 'NHWC')
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
 
+# Stride-1 convs with at most this many output pixels run as patches @ kernel: XLA:CPU's convolution is up
+# to 17x slower than the equivalent matmul there (3x3, 256 -> 256 channels, 2x2 output: 12.3 ms vs 0.74 ms,
+# batch 16), and the matmul stops winning between 8x8 and 16x16 outputs (scripts/conv_speed.py).
+IM2COL_MAX_OUTPUT_PIXELS = 64
+
+
+def _output_size(size: int, kernel_size: int, padding: tuple[int, int]) -> int:
+  return size + padding[0] + padding[1] - kernel_size + 1
+
+
+def im2col_conv(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array:
+  """Stride-1 conv as one matmul of the [batch * out_h * out_w, kh * kw * in] patches with the kernel."""
+  kernel_h, kernel_w, in_channels, out_channels = kernel.shape
+  # lax.pad: the input gradient's padding may be negative (a crop), as convolutions allow.
+  padded = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0),) + tuple((low, high, 0) for low, high in padding)
+                   + ((0, 0, 0),))
+  out_h, out_w = padded.shape[1] - kernel_h + 1, padded.shape[2] - kernel_w + 1
+  patches = jnp.concatenate([padded[:, row:row + out_h, col:col + out_w]
+                             for row in range(kernel_h) for col in range(kernel_w)], axis=-1)
+  out = patches.reshape(-1, kernel_h * kernel_w * in_channels) @ kernel.reshape(-1, out_channels)
+  return out.reshape(x.shape[0], out_h, out_w, out_channels)
+
+
 def _conv(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array:
+  out_h = _output_size(x.shape[1], kernel.shape[0], padding[0])
+  out_w = _output_size(x.shape[2], kernel.shape[1], padding[1])
+  if out_h * out_w <= IM2COL_MAX_OUTPUT_PIXELS:
+    return im2col_conv(x, kernel, padding)
   return lax.conv_general_dilated(x, kernel, (1, 1), padding, dimension_numbers=NHWC_HWIO)
 
 
@@ -97,9 +124,9 @@ def strided_input_gradient(grad_out: jax.Array, kernel: jax.Array, padding: Padd
   _, height, width, _ = input_shape
   (top, bottom), (left, right) = padding
   rows, cols = -(-(height + top + bottom) // 2), -(-(width + left + right) // 2)
-  grad_pad = ((0, 0, 0), (taps_h - 1, rows - grad_out.shape[1], 0), (taps_w - 1, cols - grad_out.shape[2], 0),
-              (0, 0, 0))
-  phases = _conv(lax.pad(grad_out, jnp.zeros((), grad_out.dtype), grad_pad), folded, ((0, 0), (0, 0)))
+  # Padding inside the conv, not a separate pad: XLA:CPU would fuse the pad into the conv and hand the
+  # fusion to YNNPACK, which runs it several times slower.
+  phases = _conv(grad_out, folded, ((taps_h - 1, rows - grad_out.shape[1]), (taps_w - 1, cols - grad_out.shape[2])))
   batch = grad_out.shape[0]
   padded = phases.reshape(batch, rows, cols, 2, 2, in_channels).transpose(0, 1, 3, 2, 4, 5)
   padded = padded.reshape(batch, 2 * rows, 2 * cols, in_channels)
