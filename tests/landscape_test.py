@@ -82,31 +82,34 @@ def test_loss_surface_centre_equals_loss(grid):
   np.testing.assert_allclose(surface[centre, 0], loss_fn(params), rtol=1e-6)
 
 
-def test_script_on_a_trained_run_views_it_with_either_loss(tmp_path):
-  """scripts/loss_landscape.py --run: a LAMP-trained smoke run seen through its own loss and plain L2."""
+def test_script_on_a_trained_run_views_it_with_either_loss(tmp_path, monkeypatch):
+  """scripts/loss_landscape.py --run: a LAMP-trained smoke run seen through its own loss and plain L2.
+
+  In process (the script's `main` with patched argv): a subprocess would pay JAX's start-up twice more.
+  """
+  import importlib.util  # pylint: disable=g-import-not-at-top
   import json  # pylint: disable=g-import-not-at-top
   from pathlib import Path  # pylint: disable=g-import-not-at-top
-  import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
+  from adjax import train  # pylint: disable=g-import-not-at-top
   repo = Path(__file__).resolve().parents[1]
-  data_dir = tmp_path / 'tfds'
-  run = [sys.executable, '-m', 'adjax.main', f'--config={repo}/configs/lamp.py:smoke',
-         f'--workdir={tmp_path / "run"}', '--config.data.name=digits', '--config.data.category=3',
-         f'--config.data.data_dir={data_dir}']
-  assert subprocess.run(run, capture_output=True, text=True, timeout=300, check=False).returncode == 0
-  config = f'{repo}/configs/lamp.py:smoke@{tmp_path / "run"} data.name=digits data.category=3 ' \
-           f'data.data_dir={data_dir}'
-  command = [sys.executable, str(repo / 'scripts' / 'loss_landscape.py'), '--run', f'LAMP={config}',
-             '--run', f'L2={config} lamp.enabled=False', '--points=3', f'--out={tmp_path / "l.png"}',
-             f'--json={tmp_path / "l.json"}']
-  result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
-  assert result.returncode == 0, result.stderr[-2000:]
+  spec = importlib.util.spec_from_file_location('loss_landscape_script', repo / 'scripts' / 'loss_landscape.py')
+  script = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(script)
+  overrides = f'data.name=digits data.category=3 data.data_dir={tmp_path / "tfds"}'
+  config = script._load_config(f'{repo}/configs/lamp.py:smoke', overrides.split())  # pylint: disable=protected-access
+  train.train_and_evaluate(config, tmp_path / 'run')
+  run = f'{repo}/configs/lamp.py:smoke@{tmp_path / "run"} {overrides}'
+  argv = ['loss_landscape.py', '--run', f'LAMP={run}', '--run', f'L2={run} lamp.enabled=False', '--points=3',
+          f'--out={tmp_path / "l.png"}', f'--json={tmp_path / "l.json"}']
+  monkeypatch.setattr(sys, 'argv', argv)
+  script.main()
   surfaces = json.loads((tmp_path / 'l.json').read_text())
   assert sorted(surfaces) == ['L2', 'LAMP'] and (tmp_path / 'l.png').stat().st_size > 1000
   # Same parameters seen through two losses: the override reached the method.
   assert surfaces['LAMP']['centre_loss'] > 0 and surfaces['L2']['centre_loss'] > 0
   assert abs(surfaces['LAMP']['centre_loss'] - surfaces['L2']['centre_loss']) > 1e-3
   assert np.isfinite(np.asarray(surfaces['L2']['surface'])).all()
-  bad = subprocess.run(command[:2] + ['--run', f'L2={config} lamp.no_such_key=1'], capture_output=True,
-                       text=True, timeout=300, check=False)
-  assert bad.returncode != 0 and 'no_such_key' in bad.stderr
+  monkeypatch.setattr(sys, 'argv', argv[:1] + ['--run', f'L2={run} lamp.no_such_key=1'])
+  with pytest.raises(SystemExit, match='no_such_key'):
+    script.main()
