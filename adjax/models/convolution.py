@@ -27,10 +27,10 @@ NHWC_HWIO = ('NHWC', 'HWIO', 'NHWC')
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
 
-# Stride-1 convs with at most this many output pixels run as patches @ kernel: XLA:CPU's convolution is up
-# to 17x slower than the equivalent matmul there (3x3, 256 -> 256 channels, 2x2 output: 12.3 ms vs 0.74 ms,
-# batch 16), and the matmul stops winning between 8x8 and 16x16 outputs (scripts/conv_speed.py).
-IM2COL_MAX_OUTPUT_PIXELS = 64
+# Stride-1 convs with at most this many output pixels run as patches @ kernel: XLA:CPU's convolution is
+# about 10x slower than the equivalent matmul at 2x2 outputs (3x3, 256 -> 256 channels, batch 16), level at
+# 4x4, and faster from 8x8 up (`python scripts/conv_speed.py`; README, Performance).
+IM2COL_MAX_OUTPUT_PIXELS = 16
 
 
 def _output_size(size: int, kernel_size: int, padding: tuple[int, int]) -> int:
