@@ -1,18 +1,20 @@
-"""A stride-1 2-D convolution whose input gradient XLA:CPU runs fast inside loops (`lax.scan`).
+"""2-D convolutions computed the way XLA:CPU runs fast; each is the same function as its `lax` counterpart.
 
-JAX differentiates `lax.conv_general_dilated` w.r.t. its input as a convolution of the output gradient
-with the flipped kernel, read in `[height, width, out, in]` order (XLA `dim_labels=..._01oi`) instead of
-transposing it. Outside loops XLA:CPU makes a transposed copy and calls its fast convolution; inside a
-`while` body (every `lax.scan`, so every SGLD chain) it does not, and that convolution ran ≈ 2.5x slower
-than the whole rest of the step (`python -m adjax.bench --methods=ebm` measures it; the README's
-Performance section has the figures). `conv2d` computes the same function with a custom VJP whose
-input gradient transposes the flipped kernel explicitly to `[height, width, in, out]` (HWIO), which XLA
-keeps inside loops. The kernel gradient is JAX's own.
+- `conv2d` (stride 1, custom VJP). JAX differentiates a convolution w.r.t. its input as a convolution of the
+  output gradient with the flipped kernel read in `[height, width, out, in]` order (XLA
+  `dim_labels=..._01oi`). Outside loops XLA:CPU copies the kernel into its preferred layout; inside a `while`
+  body (every `lax.scan`, so every SGLD chain) it does not, and the chain ran ≈ 2.3x slower. The custom VJP
+  transposes the flipped kernel explicitly to HWIO, which XLA keeps inside loops.
+- `strided_conv2d` (stride 2, custom VJP): the input gradient is `strided_input_gradient`, one stride-1
+  convolution over the four output phases and a depth-to-space, instead of an lhs-dilated convolution.
+- `conv_transpose2d`: a stride-2 transposed convolution in the same sub-pixel form.
+- Stride-1 convolutions with at most `IM2COL_MAX_OUTPUT_PIXELS` outputs run as patches @ kernel.
 
-`flax_conv_general_dilated` plugs it into `flax.linen.Conv(..., conv_general_dilated=...)`; any call it
-does not cover (strides, dilations, groups, other layouts) goes to `lax.conv_general_dilated` unchanged.
-Forward-mode differentiation (`jax.jvp`) is not defined through a custom VJP; reverse mode of any
-order is.
+`python scripts/conv_speed.py` measures the first and the last point; the README's Performance section has
+the figures. `flax_conv_general_dilated` plugs `conv2d` / `strided_conv2d` into
+`flax.linen.Conv(..., conv_general_dilated=...)`; calls they do not cover (other strides, dilations, groups,
+layouts) go to `lax.conv_general_dilated` unchanged. Forward-mode differentiation (`jax.jvp`) is not defined
+through a custom VJP; reverse mode of any order is.
 """
 
 import functools
