@@ -332,7 +332,8 @@ def _train_and_evaluate(config, workdir, *, method):
                    threshold_source='training_statistics' if thresholds.get('image') is not None else None)
   results.update(
       method=method.name, dataset=data.name, category=data.category, seed=config.seed,
-      num_train_steps=num_steps, num_train_images=len(train_source), train_seconds=train_seconds_before + session_seconds,
+      num_train_steps=num_steps, num_train_images=len(train_source),
+      train_seconds=train_seconds_before + session_seconds,
       train_images_per_second=(steps_run * batch_size / session_seconds) if steps_run else None,
       eval_seconds=time.perf_counter() - eval_start, config=config.to_dict())
   writer.write_scalars(num_steps, {f'test/{k}': v for k, v in results.items()

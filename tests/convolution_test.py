@@ -145,11 +145,21 @@ def test_conv_transpose_equals_lax(kernel_size, padding, conv_path):
   np.testing.assert_allclose(convolution.conv_transpose2d(x, kernel, explicit), ref, rtol=1e-5, atol=1e-5)
 
 
+def test_a_kernel_covering_the_whole_input_is_a_dense_layer(conv_path):
+  del conv_path
+  x, kernel = _inputs(kernel_size=(4, 3), shape=(2, 4, 3, 5))
+  ref = _lax_conv(x, kernel, ((0, 0), (0, 0)))
+  assert ref.shape == (2, 1, 1, 5)
+  np.testing.assert_allclose(convolution.conv2d(x, kernel, ((0, 0), (0, 0))), ref, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(convolution.im2col_conv(x, kernel, ((0, 0), (0, 0)))[:, 0, 0],
+                             x.reshape(2, -1) @ kernel.reshape(-1, 5), rtol=1e-6)
+
+
 def test_small_outputs_use_the_matmul_and_large_ones_the_convolution():
-  small, _ = _inputs(kernel_size=(3, 3), shape=(2, 4, 4, 3))  # 4x4 = 16 output pixels with SAME padding.
-  large, kernel = _inputs(kernel_size=(3, 3), shape=(2, 5, 4, 3))  # 20 output pixels.
+  small, _ = _inputs(kernel_size=(3, 3), shape=(2, 2, 2, 3))  # 2x2 = 4 output pixels with SAME padding.
+  large, kernel = _inputs(kernel_size=(3, 3), shape=(2, 3, 2, 3))  # 6 output pixels.
   names = lambda x: {eqn.primitive.name for eqn in jax.make_jaxpr(
       lambda x: convolution.conv2d(x, kernel, PADDINGS[0]))(x).eqns[0].params['call_jaxpr'].eqns}
-  assert convolution.IM2COL_MAX_OUTPUT_PIXELS == 16
+  assert convolution.IM2COL_MAX_OUTPUT_PIXELS == 4
   assert 'dot_general' in names(small) and 'conv_general_dilated' not in names(small)
   assert 'conv_general_dilated' in names(large)

@@ -30,9 +30,10 @@ Padding = tuple[tuple[int, int], tuple[int, int]]
 
 
 # Stride-1 convs with at most this many output pixels run as patches @ kernel: XLA:CPU's convolution is
-# about 10x slower than the equivalent matmul at 2x2 outputs (3x3, 256 -> 256 channels, batch 16), level at
-# 4x4, and faster from 8x8 up (`python scripts/conv_speed.py`; README, Performance).
-IM2COL_MAX_OUTPUT_PIXELS = 16
+# about 4x (1x1 outputs) to 10x (2x2) slower than the equivalent matmul there (3x3, 256 -> 256 channels,
+# batch 16), level at 4x4 and faster from 8x8 up (`python scripts/conv_speed.py`; README, Performance). The
+# slices behind larger patch matrices also cost compile time, which dominates small runs.
+IM2COL_MAX_OUTPUT_PIXELS = 4
 
 
 def _output_size(size: int, kernel_size: int, padding: tuple[int, int]) -> int:
@@ -46,8 +47,11 @@ def im2col_conv(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array:
   padded = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0),) + tuple((low, high, 0) for low, high in padding)
                    + ((0, 0, 0),))
   out_h, out_w = padded.shape[1] - kernel_h + 1, padded.shape[2] - kernel_w + 1
-  patches = jnp.concatenate([padded[:, row:row + out_h, col:col + out_w]
-                             for row in range(kernel_h) for col in range(kernel_w)], axis=-1)
+  if out_h == out_w == 1:  # The kernel covers the whole (padded) input: a dense layer, no slicing.
+    patches = padded
+  else:
+    patches = jnp.concatenate([padded[:, row:row + out_h, col:col + out_w]
+                               for row in range(kernel_h) for col in range(kernel_w)], axis=-1)
   out = patches.reshape(-1, kernel_h * kernel_w * in_channels) @ kernel.reshape(-1, out_channels)
   return out.reshape(x.shape[0], out_h, out_w, out_channels)
 
