@@ -9,9 +9,10 @@ of the dataset) or `'brick+grass'`; the splits are concatenated in that order an
 `category_index` (its category's position in the list; 0 for a single category).
 
 Builds use `file_format='array_record'` and run once per config (tfds reuses prepared data); reading needs
-no TensorFlow. Processes that ask for the same missing dataset at once (parallel runs or test workers on one
-machine) build it once: a file lock next to the data serialises them, and the others then read it. Builder modules are imported only when their name is asked for, so a missing or broken
-optional builder does not affect the others. To add a dataset, add one line to `_REGISTRY`.
+no TensorFlow. Processes that ask for the same missing dataset at once (parallel runs on one machine)
+build it once: a file lock next to the data serialises them, and the others then read it. Builder modules
+are imported only when their name is asked for, so a missing or broken optional builder does not affect the
+others. To add a dataset, add one line to `_REGISTRY`.
 """
 
 import bisect

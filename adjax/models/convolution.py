@@ -132,7 +132,8 @@ def strided_input_gradient(grad_out: jax.Array, kernel: jax.Array, padding: Padd
   rows, cols = -(-(height + top + bottom) // 2), -(-(width + left + right) // 2)
   # Padding inside the conv, not a separate pad: XLA:CPU would fuse the pad into the conv and hand the
   # fusion to YNNPACK, which runs it several times slower.
-  phases = _conv(grad_out, folded, ((taps_h - 1, rows - grad_out.shape[1]), (taps_w - 1, cols - grad_out.shape[2])))
+  phases = _conv(grad_out, folded,
+                 ((taps_h - 1, rows - grad_out.shape[1]), (taps_w - 1, cols - grad_out.shape[2])))
   batch = grad_out.shape[0]
   padded = phases.reshape(batch, rows, cols, 2, 2, in_channels).transpose(0, 1, 3, 2, 4, 5)
   padded = padded.reshape(batch, 2 * rows, 2 * cols, in_channels)
@@ -227,6 +228,6 @@ def transpose_padding(kernel_size: int, padding) -> tuple[int, int]:
   """Explicit (low, high) padding that `lax.conv_transpose` uses for 'SAME' / 'VALID' at stride 2."""
   if not isinstance(padding, str):
     return tuple(padding)
-  extra = kernel_size + (max(kernel_size - 2, 0) if padding == "VALID" else 0)
+  extra = kernel_size + (max(kernel_size - 2, 0) if padding == 'VALID' else 0)
   low = kernel_size - 1 if padding == 'VALID' or kernel_size <= 2 else -(-extra // 2)
   return low, extra - low
