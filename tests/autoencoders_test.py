@@ -174,3 +174,27 @@ def test_conv_transpose_equals_flax_with_the_same_parameters(kernel_size, stride
 def test_upsample_nearest_2x_equals_image_resize():
   x = jax.random.normal(jax.random.key(0), (2, 4, 3, 5))
   np.testing.assert_array_equal(ae.upsample_nearest_2x(x), jax.image.resize(x, (2, 8, 6, 5), 'nearest'))
+
+
+@pytest.mark.parametrize('kernel_size, features', [((3, 3), 3), ((3, 3), 16), ((4, 4), 5), ((5, 3), 12)])
+def test_upsample_conv_equals_upsampling_then_flax_conv(kernel_size, features):
+  # features 3 and 5 take the one-conv path (phases stacked in channels), 12 and 16 the four-conv path.
+  x = jax.random.normal(jax.random.key(0), (2, 5, 6, 4))
+  ours = ae.UpsampleConv(features, kernel_size)
+  ref = nn.Conv(features, kernel_size, padding='SAME')
+  params = ref.init(jax.random.key(1), ae.upsample_nearest_2x(x))
+  params = jax.tree.map(lambda a: jax.random.normal(jax.random.key(2), a.shape), params)
+  assert jax.tree.map(jnp.shape, ours.init(jax.random.key(1), x)) == jax.tree.map(jnp.shape, params)
+  run_ref = lambda p, x: ref.apply(p, ae.upsample_nearest_2x(x))
+  np.testing.assert_allclose(ours.apply(params, x), run_ref(params, x), rtol=1e-5, atol=1e-4)
+  grads = [jax.grad(lambda p, x, f=f: jnp.sum(f(p, x) ** 2), (0, 1))(params, x) for f in (ours.apply, run_ref)]
+  for got, want in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-2)
+
+
+def test_lamp_decoder_parameters_keep_the_names_of_plain_convs():
+  z = jnp.zeros((1, 2, 2, 8))
+  decoder = ae.LampDecoder(features=(4, 8))
+  variables = decoder.init(jax.random.key(0), z, train=False)
+  assert sorted(variables['params']) == ['BatchNorm_0', 'Conv_0', 'Conv_1']
+  assert variables['params']['Conv_1']['kernel'].shape == (3, 3, 4, 3)

@@ -163,3 +163,27 @@ def test_small_outputs_use_the_matmul_and_large_ones_the_convolution():
   assert convolution.IM2COL_MAX_OUTPUT_PIXELS == 4
   assert 'dot_general' in names(small) and 'conv_general_dilated' not in names(small)
   assert 'conv_general_dilated' in names(large)
+
+
+def _upsample_nearest_2x(x):
+  return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+@pytest.mark.parametrize('kernel_size, padding, out_channels', [
+    ((3, 3), ((1, 1), (1, 1)), 3), ((3, 3), ((1, 1), (1, 1)), 11), ((4, 2), ((1, 2), (1, 0)), 2),
+    ((4, 2), ((2, 1), (0, 1)), 9), ((1, 1), ((0, 0), (0, 0)), 10)])
+def test_upsample_conv_and_its_gradients_equal_upsampling_then_lax(kernel_size, padding, out_channels):
+  x, kernel = _inputs(kernel_size, shape=(2, 4, 5, 3), out_channels=out_channels)
+  run_ref = lambda x, k: _lax_conv(_upsample_nearest_2x(x), k, padding)
+  cotangent = jax.random.normal(jax.random.key(2), run_ref(x, kernel).shape)
+  ours, ours_vjp = jax.vjp(lambda x, k: convolution.upsample_conv2d(x, k, padding), x, kernel)
+  ref, ref_vjp = jax.vjp(run_ref, x, kernel)
+  np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
+  for got, want in zip(ours_vjp(cotangent), ref_vjp(cotangent)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_upsample_conv_needs_size_preserving_padding():
+  x, kernel = _inputs((3, 3))
+  with pytest.raises(ValueError, match='sum to kernel size - 1'):
+    convolution.upsample_conv2d(x, kernel, ((1, 1), (0, 0)))

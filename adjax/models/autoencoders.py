@@ -100,6 +100,22 @@ def upsample_nearest_2x(x: jax.Array) -> jax.Array:
   return x.reshape(batch, 2 * height, 2 * width, channels)
 
 
+class UpsampleConv(nn.Module):
+  """`upsample_nearest_2x` then `nn.Conv(features, kernel_size, padding='SAME')`, computed on the small map
+  (`convolution.upsample_conv2d`); the same parameters (`kernel [kh, kw, in, out]`, `bias`) and function."""
+  features: int
+  kernel_size: tuple[int, int]
+  kernel_init: Any = nn.initializers.lecun_normal()
+  bias_init: Any = nn.initializers.zeros
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param('kernel', self.kernel_init, tuple(self.kernel_size) + (x.shape[-1], self.features))
+    bias = self.param('bias', self.bias_init, (self.features,))
+    padding = tuple(((size - 1) // 2, size // 2) for size in self.kernel_size)  # 'SAME' at stride 1.
+    return convolution.upsample_conv2d(x, kernel, padding) + bias
+
+
 def _norm_act(x, *, train: bool):
   x = nn.BatchNorm(use_running_average=not train, momentum=BATCH_NORM_MOMENTUM)(x)
   return nn.leaky_relu(x, LEAKY_SLOPE)
@@ -136,6 +152,8 @@ class LampEncoder(nn.Module):
 class LampDecoder(nn.Module):
   """Seed 001 decoder: per block, 2x nearest upsampling -> conv -> BatchNorm -> LeakyReLU.
 
+  Upsampling and conv run as one `UpsampleConv` (the same function without building the upsampled map).
+
   Widths mirror the encoder's; the last block's conv outputs the image channels followed by
   `output_activation` instead of BatchNorm + LeakyReLU (an image cannot come out of a LeakyReLU of
   normalised values).
@@ -150,8 +168,8 @@ class LampDecoder(nn.Module):
   def __call__(self, z, *, train: bool):
     widths = tuple(reversed(self.features))[1:] + (self.channels,)
     for index, width in enumerate(widths):
-      z = upsample_nearest_2x(z)
-      z = Conv(width, (self.kernel_size,) * 2, padding='SAME', kernel_init=_normal(self.init_std))(z)
+      # Named as the nn.Conv it replaces was, so parameters and checkpoints keep their names.
+      z = UpsampleConv(width, (self.kernel_size,) * 2, kernel_init=_normal(self.init_std), name=f'Conv_{index}')(z)
       if index < len(widths) - 1:
         z = _norm_act(z, train=train)
     return _output_activation(z, self.output_activation)
