@@ -22,10 +22,14 @@ def _inputs(kernel_size=(3, 2), shape=(2, 7, 6, 3), out_channels=5):
   return x, kernel
 
 
-@pytest.fixture(name='conv_path', params=['conv', 'im2col'])
+@pytest.fixture(name='conv_path', params=['conv', 'im2col', 'shifted_matmul'])
 def conv_path_fixture(request, monkeypatch):
-  """Runs a test through XLA's convolution and through the patches @ kernel matmul (small outputs)."""
-  monkeypatch.setattr(convolution, 'IM2COL_MAX_OUTPUT_PIXELS', 0 if request.param == 'conv' else 10**9)
+  """Runs a test through XLA's convolution, the patches @ kernel matmul (small outputs) and the shifted
+  matmul (few output channels), each for every stride-1 conv."""
+  monkeypatch.setattr(convolution, 'IM2COL_MAX_OUTPUT_PIXELS', 10**9 if request.param == 'im2col' else 0)
+  monkeypatch.setattr(convolution, 'SHIFTED_MATMUL_MAX_OUT_CHANNELS',
+                      10**9 if request.param == 'shifted_matmul' else 0)
+  monkeypatch.setattr(convolution, 'SHIFTED_MATMUL_MIN_IN_CHANNELS', 0)
   return request.param
 
 
@@ -111,13 +115,18 @@ def test_flax_adapter_falls_back_to_lax_for_strides_and_dilations():
 
 
 STRIDED_CASES = [((8, 8), 4, ((1, 1), (1, 1))), ((8, 8), 3, ((0, 1), (0, 1))), ((9, 7), 3, ((1, 1), (1, 1))),
-                 ((10, 10), 4, ((2, 2), (2, 2))), ((8, 8), 2, ((0, 0), (0, 0))), ((9, 9), 5, ((0, 0), (0, 0)))]
+                 ((10, 10), 4, ((2, 2), (2, 2))), ((8, 8), 2, ((0, 0), (0, 0))), ((9, 9), 5, ((0, 0), (0, 0))),
+                 ((9, 8), (3, 4), ((1, 1), (1, 2)))]  # Odd kernel sizes take one conv per phase.
 
 
+@pytest.mark.parametrize('per_phase_min_channels', [0, 10**9])
 @pytest.mark.parametrize('size, kernel_size, padding', STRIDED_CASES)
-def test_strided_conv_and_its_gradients_equal_lax(size, kernel_size, padding, conv_path):
+def test_strided_conv_and_its_gradients_equal_lax(size, kernel_size, padding, conv_path, per_phase_min_channels,
+                                                   monkeypatch):
   del conv_path
-  x, kernel = _inputs(kernel_size=(kernel_size,) * 2, shape=(2,) + size + (3,))
+  monkeypatch.setattr(convolution, 'PER_PHASE_MIN_CHANNELS', per_phase_min_channels)
+  kernel_size = kernel_size if isinstance(kernel_size, tuple) else (kernel_size,) * 2
+  x, kernel = _inputs(kernel_size=kernel_size, shape=(2,) + size + (3,))
   strided = lambda x, k: lax.conv_general_dilated(x, k, (2, 2), padding, dimension_numbers=convolution.NHWC_HWIO)
   cotangent = jax.random.normal(jax.random.key(2), strided(x, kernel).shape)
   ours, ours_vjp = jax.vjp(lambda x, k: convolution.strided_conv2d(x, k, padding), x, kernel)
@@ -163,6 +172,17 @@ def test_small_outputs_use_the_matmul_and_large_ones_the_convolution():
   assert convolution.IM2COL_MAX_OUTPUT_PIXELS == 4
   assert 'dot_general' in names(small) and 'conv_general_dilated' not in names(small)
   assert 'conv_general_dilated' in names(large)
+
+
+def test_few_output_channels_use_the_shifted_matmul():
+  x, few = _inputs(kernel_size=(3, 3), shape=(2, 6, 6, 8), out_channels=3)
+  _, many = _inputs(kernel_size=(3, 3), shape=(2, 6, 6, 8), out_channels=5)
+  _, thin_input = _inputs(kernel_size=(3, 3), shape=(2, 6, 6, 3), out_channels=3)
+  names = lambda x, kernel: {eqn.primitive.name for eqn in jax.make_jaxpr(
+      lambda x: convolution.conv2d(x, kernel, PADDINGS[0]))(x).eqns[0].params['call_jaxpr'].eqns}
+  assert 'dot_general' in names(x, few) and 'conv_general_dilated' not in names(x, few)
+  assert 'conv_general_dilated' in names(x, many)
+  assert 'conv_general_dilated' in names(x[..., :3], thin_input)
 
 
 def _upsample_nearest_2x(x):
