@@ -6,6 +6,12 @@
    input-gradient rule (`conv_vjp='lax'`) and with `convolution.conv2d` ('hwio'): ms per step.
 2. A 3x3 stride-1 conv (batch 16) through XLA's convolution and as patches @ kernel (`im2col_conv`), for
    output sizes around `IM2COL_MAX_OUTPUT_PIXELS`: ms per call.
+3. A 3x3 stride-1 conv to 3 channels (an image decoder's last conv; the input gradient of an image-reading
+   conv) through XLA's convolution and as `shifted_matmul_conv`: forward, and forward + kernel gradient.
+4. The LAMP decoder's layers (nearest 2x upsampling, then a 3x3 conv), upsampling then convolving vs
+   `upsample_conv2d`: forward + gradients.
+5. The input gradient of the LAMP encoder's 3x3 stride-2 convs, one conv over zero-padded phase taps vs
+   one conv per phase (`PER_PHASE_MIN_CHANNELS`).
 """
 
 import argparse
@@ -61,6 +67,46 @@ def conv_ms(*, size: int, channels: int, repeats: int) -> tuple[float, float]:
           median_ms(lambda: matmul(x, kernel), repeats=repeats))
 
 
+def few_outputs_ms(*, size: int, channels: int, repeats: int) -> dict[str, float]:
+  x = jax.random.normal(jax.random.key(0), (BATCH, size, size, channels))
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, channels, 3))
+  padding = ((1, 1), (1, 1))
+  paths = {'xla': lambda x, k: lax.conv_general_dilated(x, k, (1, 1), padding,
+                                                       dimension_numbers=convolution.NHWC_HWIO),
+           'shifted': lambda x, k: convolution.shifted_matmul_conv(x, k, padding)}
+  times = {}
+  for name, conv in paths.items():
+    forward = jax.jit(conv)
+    both = jax.jit(jax.value_and_grad(lambda k, x, conv=conv: jnp.sum(conv(x, k) ** 2)))
+    times[name] = median_ms(lambda: forward(x, kernel), repeats=repeats)
+    times[name + '_grad'] = median_ms(lambda: both(kernel, x), repeats=repeats)
+  return times
+
+
+def upsample_conv_ms(*, size: int, channels: int, features: int, repeats: int) -> tuple[float, float]:
+  x = jax.random.normal(jax.random.key(0), (BATCH, size, size, channels))
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, channels, features))
+  padding = ((1, 1), (1, 1))
+  upsample = lambda x: jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+  paths = (lambda x, k: convolution.conv2d(upsample(x), k, padding),
+           lambda x, k: convolution.upsample_conv2d(x, k, padding))
+  grads = [jax.jit(jax.grad(lambda x, k, f=f: jnp.sum(f(x, k) ** 2), (0, 1))) for f in paths]
+  return tuple(median_ms(lambda g=g: g(x, kernel), repeats=repeats) for g in grads)
+
+
+def strided_input_gradient_ms(*, size: int, channels: int, features: int, repeats: int) -> tuple[float, float]:
+  grad_out = jax.random.normal(jax.random.key(0), (BATCH, size // 2, size // 2, features))
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, channels, features))
+  shape, padding = (BATCH, size, size, channels), ((0, 1), (0, 1))
+  times = []
+  for per_phase_min_channels in (10**9, 0):  # One conv over padded taps; one conv per phase.
+    convolution.PER_PHASE_MIN_CHANNELS = per_phase_min_channels
+    fn = jax.jit(lambda g, k: convolution.strided_input_gradient(g, k, padding, shape))
+    times.append(median_ms(lambda fn=fn: fn(grad_out, kernel), repeats=repeats))
+  convolution.PER_PHASE_MIN_CHANNELS = 16
+  return tuple(times)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--size', type=int, default=64, help='EBM image size (4 * 2**k).')
@@ -78,6 +124,24 @@ def main():
   for size, channels in ((1, 256), (2, 256), (4, 256), (8, 256), (16, 128), (32, 64)):
     xla, matmul = conv_ms(size=size, channels=channels, repeats=args.repeats)
     print(f'| {size}x{size} | {channels} | {xla:.2f} | {matmul:.2f} |')
+  print(f'\n3x3 stride-1 conv to 3 channels, batch {BATCH}, ms per call (median of {args.repeats}); forward '
+        '(forward + kernel gradient):')
+  print('| input | XLA convolution | shifted matmul |\n|---|---|---|')
+  for size, channels in ((64, 32), (128, 32), (256, 32), (224, 64)):
+    times = few_outputs_ms(size=size, channels=channels, repeats=args.repeats)
+    print(f"| {size}², {channels} ch | {times['xla']:.2f} ({times['xla_grad']:.2f}) | "
+          f"{times['shifted']:.2f} ({times['shifted_grad']:.2f}) |")
+  print(f'\nLAMP decoder layer at 256² (upsampling + 3x3 conv), batch {BATCH}, forward + gradients, ms:')
+  print('| layer | upsample, then conv | upsample_conv2d |\n|---|---|---|')
+  for size, channels, features in ((128, 32, 3), (64, 64, 32), (32, 128, 64), (16, 256, 128), (8, 256, 256)):
+    plain, fused = upsample_conv_ms(size=size, channels=channels, features=features, repeats=args.repeats)
+    print(f'| {size}² -> {2 * size}², {channels} -> {features} | {plain:.2f} | {fused:.2f} |')
+  print(f'\nInput gradient of a 3x3 stride-2 conv (LAMP encoder at 256²), batch {BATCH}, ms:')
+  print('| input | one conv, zero taps | one conv per phase |\n|---|---|---|')
+  for size, channels, features in ((128, 32, 64), (64, 64, 128), (32, 128, 256), (16, 256, 256)):
+    one, per_phase = strided_input_gradient_ms(size=size, channels=channels, features=features,
+                                               repeats=args.repeats)
+    print(f'| {size}², {channels} -> {features} | {one:.2f} | {per_phase:.2f} |')
 
 
 if __name__ == '__main__':

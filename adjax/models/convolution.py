@@ -307,6 +307,14 @@ def _phase_taps(kernel_size: int, low: int) -> tuple[np.ndarray, int]:
   return taps, m_min
 
 
+def _fold_taps(kernel: jax.Array, taps: np.ndarray, *, axis: int) -> jax.Array:
+  """Replaces `axis` (kernel taps) by two axes [phase, window] holding the sums of the taps `taps` selects."""
+  zeros = jnp.zeros_like(lax.index_in_dim(kernel, 0, axis, keepdims=False))
+  folded = [[sum((lax.index_in_dim(kernel, int(tap), axis, keepdims=False) for tap in np.nonzero(row)[0]), zeros)
+             for row in phase] for phase in taps]
+  return jnp.stack([jnp.stack(phase, axis) for phase in folded], axis)
+
+
 def upsample_conv2d(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array:
   """conv2d(upsample_nearest_2x(x), kernel, padding) without building the upsampled map.
 
@@ -329,8 +337,9 @@ def upsample_conv2d(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Ar
     raise ValueError(f'upsample_conv2d: padding {padding} must be non-negative and sum to kernel size - 1')
   taps_h, min_h = _phase_taps(kernel_h, top)
   taps_w, min_w = _phase_taps(kernel_w, left)
-  # folded[a, m, b, n, c, o] = sum_{t, s} taps_h[a, m, t] taps_w[b, n, s] kernel[t, s, c, o]
-  folded = jnp.einsum('amt,bns,tsco->ambnco', taps_h.astype(kernel.dtype), taps_w.astype(kernel.dtype), kernel)
+  # folded[a, m, b, n, c, o] = sum_{t, s} taps_h[a, m, t] taps_w[b, n, s] kernel[t, s, c, o], as sums of
+  # kernel slices (an einsum with the 0/1 matrices contracts over 3 taps, which XLA:CPU runs slowly).
+  folded = _fold_taps(_fold_taps(kernel, taps_h, axis=0), taps_w, axis=2)
   window_h, window_w = taps_h.shape[1], taps_w.shape[1]
   batch, height, width, _ = x.shape
   pads = ((-min_h, window_h - 1 + min_h), (-min_w, window_w - 1 + min_w))
