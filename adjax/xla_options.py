@@ -49,7 +49,7 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 def retain_freed_memory() -> bool:
   """Serves every allocation from one malloc heap and never trims it; True if glibc took the settings.
 
-  Equivalent to starting Python with MALLOC_MMAP_MAX_=0 MALLOC_ARENA_MAX=1 MALLOC_TRIM_THRESHOLD_=2147483647.
+  Equivalent to starting Python with MALLOC_MMAP_MAX_=0 MALLOC_ARENA_MAX=1 and trimming off.
   One arena: a thread's own arena is at most 64 MB and glibc maps anything larger afresh even with mmap
   off, and XLA:CPU allocates from its worker threads. Call before JAX starts its threads (threads that
   already have an arena keep it). Does nothing (False) off Linux or without glibc.
@@ -58,7 +58,9 @@ def retain_freed_memory() -> bool:
     return False
   try:
     libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
-    settings = ((_M_MMAP_MAX, 0), (_M_ARENA_MAX, 1), (_M_TRIM_THRESHOLD, 2**31 - 1))
+    # A trim threshold of -1 turns trimming off (mallopt(3)); any int would still trim a freed block above
+    # 2 GB, and XLA's buffers for one step reach that (FCDD trained end to end at 224²: 2.7 GB).
+    settings = ((_M_MMAP_MAX, 0), (_M_ARENA_MAX, 1), (_M_TRIM_THRESHOLD, -1))
     return all([bool(libc.mallopt(parameter, value)) for parameter, value in settings])
   except (OSError, AttributeError):
     return False
