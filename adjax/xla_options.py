@@ -1,8 +1,8 @@
 """XLA options adjax sets by default before JAX starts, because they measurably win on CPU.
 
 `--xla_cpu_experimental_ynn_fusion_type=-individual_convolution` keeps XLA:CPU from handing single
-convolutions to YNNPACK, whose weight- and input-gradient convolutions are slow on x86 CPUs (`python -m adjax.bench` with
-`ADJAX_XLA_DEFAULTS=0` measures the difference). The option only concerns the CPU backend, so setting it is
+convolutions to YNNPACK, whose weight- and input-gradient convolutions are slow on x86 CPUs (`python -m
+adjax.bench` with `ADJAX_XLA_DEFAULTS=0` measures the difference). The option only concerns the CPU backend, so setting it is
 harmless on GPU/TPU hosts.
 
 `retain_freed_memory()` (Linux with glibc) tells malloc to keep freed memory for reuse instead of returning
@@ -10,8 +10,8 @@ it to the operating system. XLA:CPU allocates each computation's buffers afresh 
 large blocks (above its mmap threshold, at most 32 MB, or a thread arena's 64 MB) afresh each time, and the
 kernel faults in and zeroes every page on first touch, call after call. Memory-bound steps (copies,
 concatenations, elementwise ops, convolutions with few channels) spent most of their time in those page
-faults: `x * 2 + 1` on 64 MB took 28 ms instead of 6 (README, Performance). The price is that the process
-keeps its peak heap size until it exits, as a caching allocator does.
+faults: `x * 2 + 1` on 64 MB took 23 ms instead of 5 (`python scripts/heap_speed.py`). The price is that the
+process keeps its peak heap size until it exits, as a caching allocator does.
 
 Override: any value of the same option already in `XLA_FLAGS` wins, `ADJAX_RETAIN_HEAP=0` leaves malloc
 alone, and `ADJAX_XLA_DEFAULTS=0` turns all defaults off.

@@ -62,8 +62,8 @@ def im2col_conv(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array:
 
 
 # Stride-1 convs with at most this many output channels (and at least `SHIFTED_MATMUL_MIN_IN_CHANNELS`
-# inputs) run as `shifted_matmul_conv`: XLA:CPU's convolution to an image's 3 channels ran 2-5x slower
-# (the input gradient of an image-reading conv, a decoder's last conv; README, Performance).
+# inputs) run as `shifted_matmul_conv`: XLA:CPU's convolution to an image's 3 channels ran 1.8-3.6x slower
+# (the input gradient of an image-reading conv, a decoder's last conv; `python scripts/conv_speed.py`).
 SHIFTED_MATMUL_MAX_OUT_CHANNELS = 4
 SHIFTED_MATMUL_MIN_IN_CHANNELS = 8
 
@@ -138,8 +138,8 @@ def _strided_conv(x, kernel, padding):
 
 
 # `strided_input_gradient` with odd kernel sizes runs one conv per phase from this many input channels up
-# (LAMP encoder, 3x3 stride 2: 1.3-1.8x faster); below, one conv for all phases (an image's 3 channels:
-# 3x faster than four convs with 3 outputs each).
+# (LAMP encoder, 3x3 stride 2: 1.3-1.7x faster, `python scripts/conv_speed.py`); below, one conv for all
+# phases, as four convs with few outputs each run slowly.
 PER_PHASE_MIN_CHANNELS = 16
 
 
@@ -286,8 +286,9 @@ def transpose_padding(kernel_size: int, padding) -> tuple[int, int]:
 
 # `upsample_conv2d` computes the four output phases as one conv (outputs stacked in channels) when the conv
 # has at most this many output channels, and as four smaller convs otherwise. One conv does the phases'
-# zero taps too (2.25x the FLOPs of four for 3x3) but runs few-channel outputs far better (an image
-# decoder's last conv to 3 channels: 5x faster than upsample + conv; larger widths: 4 convs ~2x faster).
+# zero taps too (2.25x the FLOPs of four for 3x3) but runs few-channel outputs far better (`python
+# scripts/conv_speed.py`: a decoder's last conv to 3 channels 2.5x faster than upsample + conv; wider layers
+# 1.6-2x with four convs).
 UPSAMPLE_CONV_SINGLE_MAX_FEATURES = 8
 
 
