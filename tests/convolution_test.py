@@ -22,6 +22,16 @@ def _inputs(kernel_size=(3, 2), shape=(2, 7, 6, 3), out_channels=5):
   return x, kernel
 
 
+def _assert_same_function(ours, ref, x, kernel, *, grad_atol):
+  """ours(x, kernel) equals ref(x, kernel), and so do their VJPs w.r.t. x and kernel for a random cotangent."""
+  ours_out, ours_vjp = jax.vjp(ours, x, kernel)
+  ref_out, ref_vjp = jax.vjp(ref, x, kernel)
+  np.testing.assert_allclose(ours_out, ref_out, rtol=1e-5, atol=1e-5)
+  cotangent = jax.random.normal(jax.random.key(2), ref_out.shape)
+  for got, want in zip(ours_vjp(cotangent), ref_vjp(cotangent)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=grad_atol)
+
+
 @pytest.fixture(name='conv_path', params=['conv', 'im2col', 'shifted_matmul'])
 def conv_path_fixture(request, monkeypatch):
   """Runs a test through XLA's convolution, the patches @ kernel matmul (small outputs) and the shifted
@@ -37,12 +47,8 @@ def conv_path_fixture(request, monkeypatch):
 def test_forward_and_gradients_equal_lax(padding, conv_path):
   del conv_path
   x, kernel = _inputs()
-  cotangent = jax.random.normal(jax.random.key(2), _lax_conv(x, kernel, padding).shape)
-  ours, ours_vjp = jax.vjp(lambda x, k: convolution.conv2d(x, k, padding), x, kernel)
-  ref, ref_vjp = jax.vjp(lambda x, k: _lax_conv(x, k, padding), x, kernel)
-  np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
-  for got, want in zip(ours_vjp(cotangent), ref_vjp(cotangent)):
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  _assert_same_function(lambda x, k: convolution.conv2d(x, k, padding), lambda x, k: _lax_conv(x, k, padding),
+                        x, kernel, grad_atol=1e-5)
 
 
 def test_input_gradient_matches_finite_differences():
@@ -128,12 +134,7 @@ def test_strided_conv_and_its_gradients_equal_lax(size, kernel_size, padding, co
   kernel_size = kernel_size if isinstance(kernel_size, tuple) else (kernel_size,) * 2
   x, kernel = _inputs(kernel_size=kernel_size, shape=(2,) + size + (3,))
   strided = lambda x, k: lax.conv_general_dilated(x, k, (2, 2), padding, dimension_numbers=convolution.NHWC_HWIO)
-  cotangent = jax.random.normal(jax.random.key(2), strided(x, kernel).shape)
-  ours, ours_vjp = jax.vjp(lambda x, k: convolution.strided_conv2d(x, k, padding), x, kernel)
-  ref, ref_vjp = jax.vjp(strided, x, kernel)
-  np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
-  for got, want in zip(ours_vjp(cotangent), ref_vjp(cotangent)):
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+  _assert_same_function(lambda x, k: convolution.strided_conv2d(x, k, padding), strided, x, kernel, grad_atol=1e-4)
 
 
 def test_strided_input_gradient_has_no_dilated_convolution():
@@ -194,13 +195,8 @@ def _upsample_nearest_2x(x):
     ((4, 2), ((2, 1), (0, 1)), 9), ((1, 1), ((0, 0), (0, 0)), 10)])
 def test_upsample_conv_and_its_gradients_equal_upsampling_then_lax(kernel_size, padding, out_channels):
   x, kernel = _inputs(kernel_size, shape=(2, 4, 5, 3), out_channels=out_channels)
-  run_ref = lambda x, k: _lax_conv(_upsample_nearest_2x(x), k, padding)
-  cotangent = jax.random.normal(jax.random.key(2), run_ref(x, kernel).shape)
-  ours, ours_vjp = jax.vjp(lambda x, k: convolution.upsample_conv2d(x, k, padding), x, kernel)
-  ref, ref_vjp = jax.vjp(run_ref, x, kernel)
-  np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
-  for got, want in zip(ours_vjp(cotangent), ref_vjp(cotangent)):
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+  _assert_same_function(lambda x, k: convolution.upsample_conv2d(x, k, padding),
+                        lambda x, k: _lax_conv(_upsample_nearest_2x(x), k, padding), x, kernel, grad_atol=1e-4)
 
 
 def test_upsample_conv_needs_size_preserving_padding():

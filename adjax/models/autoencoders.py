@@ -68,6 +68,12 @@ def Conv(*args, **kwargs):  # pylint: disable=invalid-name  A layer, named like 
   return nn.Conv(*args, conv_general_dilated=convolution.flax_conv_general_dilated, **kwargs)
 
 
+def _conv_parameters(module: nn.Module, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """`kernel [kh, kw, in, out]` and `bias [out]` of `module`, declared as `nn.Conv` declares them."""
+  kernel = module.param('kernel', module.kernel_init, tuple(module.kernel_size) + (x.shape[-1], module.features))
+  return kernel, module.param('bias', module.bias_init, (module.features,))
+
+
 class ConvTranspose(nn.Module):
   """`nn.ConvTranspose` (same parameters `kernel [kh, kw, in, out]`, `bias`, same function and auto-name)
   computed without a dilated convolution when the stride is 2 (`convolution.conv_transpose2d`)."""
@@ -80,8 +86,7 @@ class ConvTranspose(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    kernel = self.param('kernel', self.kernel_init, tuple(self.kernel_size) + (x.shape[-1], self.features))
-    bias = self.param('bias', self.bias_init, (self.features,))
+    kernel, bias = _conv_parameters(self, x)
     if tuple(self.strides) == (2, 2):
       padding = tuple(convolution.transpose_padding(size, self.padding if isinstance(self.padding, str)
                                                     else self.padding[axis])
@@ -110,8 +115,7 @@ class UpsampleConv(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    kernel = self.param('kernel', self.kernel_init, tuple(self.kernel_size) + (x.shape[-1], self.features))
-    bias = self.param('bias', self.bias_init, (self.features,))
+    kernel, bias = _conv_parameters(self, x)
     padding = tuple(((size - 1) // 2, size // 2) for size in self.kernel_size)  # 'SAME' at stride 1.
     return convolution.upsample_conv2d(x, kernel, padding) + bias
 
