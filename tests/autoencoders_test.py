@@ -176,9 +176,10 @@ def test_upsample_nearest_2x_equals_image_resize():
   np.testing.assert_array_equal(ae.upsample_nearest_2x(x), jax.image.resize(x, (2, 8, 6, 5), 'nearest'))
 
 
-@pytest.mark.parametrize('kernel_size, features', [((3, 3), 3), ((3, 3), 16), ((4, 4), 5), ((5, 3), 12)])
+@pytest.mark.parametrize('kernel_size, features', [((3, 3), 3), ((5, 3), 12)])
 def test_upsample_conv_equals_upsampling_then_flax_conv(kernel_size, features):
-  # features 3 and 5 take the one-conv path (phases stacked in channels), 12 and 16 the four-conv path.
+  # 3 features take the one-conv path (phases stacked in channels), 12 the four-conv path; more kernel sizes
+  # and paddings in convolution_test.py.
   x = jax.random.normal(jax.random.key(0), (2, 5, 6, 4))
   ours = ae.UpsampleConv(features, kernel_size)
   ref = nn.Conv(features, kernel_size, padding='SAME')
@@ -186,8 +187,9 @@ def test_upsample_conv_equals_upsampling_then_flax_conv(kernel_size, features):
   params = jax.tree.map(lambda a: jax.random.normal(jax.random.key(2), a.shape), params)
   assert jax.tree.map(jnp.shape, ours.init(jax.random.key(1), x)) == jax.tree.map(jnp.shape, params)
   run_ref = lambda p, x: ref.apply(p, ae.upsample_nearest_2x(x))
-  np.testing.assert_allclose(ours.apply(params, x), run_ref(params, x), rtol=1e-5, atol=1e-4)
-  grads = [jax.grad(lambda p, x, f=f: jnp.sum(f(p, x) ** 2), (0, 1))(params, x) for f in (ours.apply, run_ref)]
+  np.testing.assert_allclose(jax.jit(ours.apply)(params, x), run_ref(params, x), rtol=1e-5, atol=1e-4)
+  grads = [jax.jit(jax.grad(lambda p, x, f=f: jnp.sum(f(p, x) ** 2), (0, 1)))(params, x)
+           for f in (ours.apply, run_ref)]
   for got, want in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-2)
 
