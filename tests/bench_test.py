@@ -130,6 +130,38 @@ def test_torch_networks_have_the_flax_parameter_counts():
   variables = reconstruction.make(config).init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))
   assert count(variables['params']) == sum(
       p.numel() for p in torch_reference.lamp_autoencoder(config).parameters())
+  config = _tiny_cae_config()
+  variables = reconstruction.make(config).init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+  torch_net = torch_reference.FullyConvAutoencoder(config.model.features)
+  assert count(variables['params']) == sum(p.numel() for p in torch_net.parameters())
+  assert count(variables['batch_stats']) == sum(b.numel() for b in torch_net.buffers() if b.ndim == 1)
+
+
+def _tiny_cae_config():
+  config = bench_methods.sized_config(bench_methods.variants_of('reconstruction')[1], size=32, batch_size=2,
+                                      sgld_steps=1)
+  config.model.features = (4, 8, 16)
+  return config
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason='torch not installed (optional benchmark extra)')
+def test_torch_occ_and_cae_cases_train_and_score():
+  import torch  # pylint: disable=g-import-not-at-top
+  from adjax.bench import torch_reference  # pylint: disable=g-import-not-at-top
+  config = bench_methods.sized_config(bench_methods.variants_of('occ')[0], size=32, batch_size=2,
+                                      sgld_steps=1)
+  config.model.backbone = 'resnet18'
+  torch_reference.make_case('occ', 'train_step', config=config)()
+  maps, max_scores, mean_scores = torch_reference.make_case('occ', 'score', config=config)()
+  assert maps.shape == (2, 32, 32) and torch.isfinite(maps).all()
+  assert torch.equal(max_scores, maps.amax(dim=(1, 2))) and (mean_scores <= max_scores).all()
+  config = _tiny_cae_config()
+  step = torch_reference.make_case('cae', 'train_step', config=config)
+  step()  # Contractive term: a second-order gradient through the encoder.
+  maps, scores = torch_reference.make_case('cae', 'score', config=config)()
+  assert maps['l2'].shape == (2, 32, 32) and all(torch.isfinite(value).all() for value in scores.values())
+  config.contractive.num_projections = 2  # Not what the reference computes: no case.
+  assert torch_reference.make_case('cae', 'train_step', config=config) is None
 
 
 def test_cli_rejects_unknown_methods_with_one_message():

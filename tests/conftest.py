@@ -1,11 +1,22 @@
 """Every test runs with two fake CPU devices so the pmap path is always exercised."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=2').strip()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# One persistent compilation cache for the session, shared with the subprocess runs (CLI, notebooks, sweep,
+# kill-and-resume): they compile the same programs as each other and as this process. Fresh per session, so
+# no test depends on an earlier run's state; JAX keys entries by program, options and backend.
+_COMPILATION_CACHE = tempfile.mkdtemp(prefix='adjax-test-jax-cache-')
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', _COMPILATION_CACHE)
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '-1')  # Every entry, whatever its size.
+atexit.register(shutil.rmtree, _COMPILATION_CACHE, ignore_errors=True)
 
 from adjax import xla_options  # pylint: disable=g-import-not-at-top,wrong-import-position
 

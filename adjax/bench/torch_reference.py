@@ -11,6 +11,13 @@ Eager PyTorch, float32, channels-last tensors and modules, written after the see
                  training mode; `fcdd_unfrozen` trains everything. score: eval forward + upsampling.
   lamp           seed 001 conv AE (conv 3x3 stride 2 + BN + LeakyReLU blocks, nearest upsampling + conv
                  decoder, tanh), L2-LAMP loss, Adam; score: L2, L1 and Gaussian-window SSIM maps.
+  occ            WRN-50-2 (`adjax.bench.torch_networks`, frozen, eval mode, no_grad) to layer3, layer2/3
+                 resized bilinearly to layer1's grid and concatenated, 1x1 conv projector, soft-boundary loss
+                 to a fixed unit-norm center, Adam with L2 weight decay; score: distances upsampled bilinearly.
+  cae            seed 003 Table 2 fully convolutional AE (adjax's reading of its decoder), denoising input
+                 (clamped Gaussian noise), L2 + lambda ||J_E^T u||^2 with one Rademacher probe u (the
+                 Hutchinson contractive penalty, encoder BatchNorm on running statistics, differentiated
+                 twice), Adam; score as lamp.
 Other variants have no reference here (`make_case` returns None). Stride-2 'SAME' convs use torch's
 symmetric padding 1 (XLA pads 0/1): same FLOPs, shifted by a pixel. Weights are torch's default init;
 speed does not depend on them.
@@ -22,6 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
+
+from adjax.bench import torch_networks
 
 CHANNELS_LAST = torch.channels_last
 
@@ -197,15 +206,138 @@ def lamp_case(case: str, config):
     return step
   if case == 'score':
     net.eval()
+    return lambda: _reconstruction_score(net, images, data_range=config.loss.data_range)
+  return None
+
+
+@torch.no_grad()
+def _reconstruction_score(net, images, *, data_range: float):
+  """The reconstruction method's maps (L2, L1, 1 - SSIM, channel means) and their image means."""
+  reconstruction = net(images)
+  maps = {'l2': ((reconstruction - images) ** 2).mean(dim=1),
+          'l1': (reconstruction - images).abs().mean(dim=1),
+          'ssim': (1 - _ssim_map(images, reconstruction, data_range=data_range)).mean(dim=1)}
+  return maps, {name: value.mean(dim=(1, 2)) for name, value in maps.items()}
+
+
+def occ_case(case: str, config):
+  layers = sorted(config.model.feature_layers, key=torch_networks.FEATURE_NAMES.index)
+  net = torch_networks.resnet(config.model.backbone).to(memory_format=CHANNELS_LAST).eval()
+  net.requires_grad_(False)
+  images, radius = _images(config), config.occ.radius
+
+  @torch.no_grad()
+  def features(x):
+    outputs = torch_networks.resnet_features(net, x, last=layers[-1])
+    if layers == ['penultimate']:
+      return outputs['penultimate'][:, :, None, None]
+    grid = outputs[layers[0]].shape[-2:]
+    return torch.cat([F.interpolate(outputs[name], size=grid, mode='bilinear', align_corners=False)
+                      for name in layers], dim=1)
+
+  channels = features(images[:1]).shape[1]
+  projector = nn.Conv2d(channels, channels, 1, bias=config.model.projector == 'conv1x1')
+  projector = projector.to(memory_format=CHANNELS_LAST)
+  center = torch.randn(channels, generator=torch.Generator().manual_seed(config.occ.center_seed))
+  center = (center * config.occ.center_norm / center.norm())[:, None, None]
+
+  def distances(x):
+    squared = (projector(features(x)) - center).square().sum(dim=1)
+    return squared, (squared - radius ** 2).clamp_min(0)
+
+  if case == 'train_step':
+    optimizer = torch.optim.Adam(projector.parameters(), lr=config.optim.learning_rate,
+                                 weight_decay=config.optim.weight_decay)
+
+    def step():
+      squared, per_position = distances(images)
+      loss = per_position.mean(dim=(1, 2))
+      squared.detach().sqrt().mean(dim=(1, 2))  # The logged distance, as adjax's step computes it.
+      optimizer.zero_grad(set_to_none=True)
+      loss.mean().backward()
+      optimizer.step()
+    return step
+  if case == 'score' and not config.eval.get('smoothing_sigma', 0.0):
 
     @torch.no_grad()
     def score():
-      reconstruction = net(images)
-      maps = {'l2': ((reconstruction - images) ** 2).mean(dim=1),
-              'l1': (reconstruction - images).abs().mean(dim=1),
-              'ssim': (1 - _ssim_map(images, reconstruction, data_range=config.loss.data_range)).mean(dim=1)}
-      return maps, {name: value.mean(dim=(1, 2)) for name, value in maps.items()}
+      maps = F.interpolate(distances(images)[1][:, None], size=images.shape[-2:], mode='bilinear',
+                           align_corners=False)[:, 0]
+      return maps, maps.amax(dim=(1, 2)), maps.mean(dim=(1, 2))
     return score
+  return None
+
+
+class FullyConvAutoencoder(nn.Module):
+  """seed 003 Table 2 as `adjax.models.autoencoders.FullyConv{Encoder,Decoder}`; every BatchNorm uses batch
+  (`batch_statistics=True`) or running statistics, as adjax's contractive term needs."""
+
+  def __init__(self, widths, channels: int = 3):
+    super().__init__()
+    conv = lambda c_in, c_out: nn.Conv2d(c_in, c_out, 3, padding=1)
+    encoder, width_in = [], channels
+    for width in widths:
+      encoder.append(nn.ModuleList([conv(width_in, width), nn.BatchNorm2d(width), conv(width, width),
+                                    nn.BatchNorm2d(width)]))
+      width_in = width
+    decoder, reversed_widths = [], tuple(reversed(widths))
+    for index, width in enumerate(reversed_widths):
+      last = index == len(widths) - 1
+      out = channels if last else reversed_widths[index + 1]
+      up = [] if last else [nn.ConvTranspose2d(width, width, 2, stride=2), nn.BatchNorm2d(width)]
+      decoder.append(nn.ModuleList(up + [conv(width, out), nn.BatchNorm2d(out), conv(out, out)] +
+                                   ([] if last else [nn.BatchNorm2d(out)])))
+    self.encoder, self.decoder = nn.ModuleList(encoder), nn.ModuleList(decoder)
+
+  @staticmethod
+  def _run(modules, x, batch_statistics):
+    for module in modules:
+      if isinstance(module, nn.BatchNorm2d):
+        x = F.leaky_relu(F.batch_norm(x, module.running_mean, module.running_var, module.weight, module.bias,
+                                      training=batch_statistics, momentum=module.momentum, eps=module.eps),
+                         0.2)
+      else:
+        x = module(x)
+    return x
+
+  def encode(self, x, *, batch_statistics: bool):
+    for index, block in enumerate(self.encoder):
+      x = self._run(block, x, batch_statistics)
+      if index < len(self.encoder) - 1:
+        x = F.max_pool2d(x, 2)
+    return x
+
+  def forward(self, x, *, batch_statistics: bool = False):
+    z = self.encode(x, batch_statistics=batch_statistics)
+    for block in self.decoder:
+      z = self._run(block, z, batch_statistics)
+    return torch.tanh(z)
+
+
+def cae_case(case: str, config):
+  from adjax.models import autoencoders  # pylint: disable=g-import-not-at-top
+  widths = tuple(config.model.features) or autoencoders.FULLY_CONV_TABLE2_FEATURES
+  net = FullyConvAutoencoder(widths).to(memory_format=CHANNELS_LAST)
+  images = _images(config)
+  if case == 'train_step':
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.optim.learning_rate, eps=config.optim.eps)
+    (low, high), scale, weight = config.denoising.value_range, config.denoising.scale, config.contractive.weight
+
+    def step():
+      inputs = (images + scale * torch.randn_like(images)).clamp_(low, high) if scale > 0 else images
+      per_example = (net(inputs, batch_statistics=True) - images).square().mean(dim=(1, 2, 3))
+      if weight > 0:
+        x = inputs.detach().requires_grad_(True)
+        codes = net.encode(x, batch_statistics=False)
+        probes = torch.empty_like(codes).bernoulli_(0.5).mul_(2).sub_(1)  # Rademacher.
+        (rows,) = torch.autograd.grad(codes, x, probes, create_graph=True)
+        per_example = per_example + weight * rows.square().sum(dim=(1, 2, 3))
+      optimizer.zero_grad(set_to_none=True)
+      per_example.mean().backward()
+      optimizer.step()
+    return step
+  if case == 'score':
+    return lambda: _reconstruction_score(net, images, data_range=config.loss.data_range)
   return None
 
 
@@ -217,4 +349,11 @@ def make_case(variant: str, case: str, *, config):
     return fcdd_case(case, config, frozen=variant == 'fcdd' and bool(config.model.frozen_until))
   if variant == 'lamp' and config.model.architecture == 'lamp':
     return lamp_case(case, config)
+  if variant == 'occ' and config.model.backbone in torch_networks.RESNET_LAYERS:
+    return occ_case(case, config)
+  plain_cae = (config.loss.base == 'l2' and config.loss.pixel_reduction == 'mean' and not config.lamp.enabled
+               and config.model.patches_per_side == 1 and config.mixer.num_categories <= 1
+               and config.contractive.method == 'hutchinson' and config.contractive.num_projections == 1)
+  if variant == 'cae' and config.model.architecture == 'fully_conv' and plain_cae:
+    return cae_case(case, config)
   return None
