@@ -30,6 +30,7 @@ import jax.numpy as jnp
 
 from adjax import errors
 from adjax.models import convolution
+from adjax.models import pooling
 
 CAE_TABLE1_FEATURES = (16, 32, 64, 128, 256, 512)  # Conv1..Conv6 (4x4 / 2 / 1) at 256x256 input.
 CAE_TABLE1_BOTTLENECK = 1024  # Conv7 (4x4 / 1 / 0).
@@ -241,7 +242,7 @@ class FullyConvEncoder(nn.Module):
         x = Conv(width, (3, 3), padding=((1, 1), (1, 1)), kernel_init=_normal(self.init_std))(x)
         x = _norm_act(x, train=train)
       if index < len(self.features) - 1:
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = pooling.max_pool_2x2(x)
     return x
 
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from adjax import errors
 from adjax.losses import fcdd as fcdd_losses
+from adjax.models import pooling
 from adjax.models import vgg
 
 TRUNKS = ('vgg11_bn', 'cnn')
@@ -161,7 +162,7 @@ class CNNTrunk(nn.Module):
     x = images
     for index, layer in enumerate(self.layers):
       if layer == 'M':
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = pooling.max_pool_2x2(x)
         continue
       # No conv bias: BatchNorm's own bias follows (FCDD's small nets also drop it).
       x = nn.Conv(layer, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, name=f'conv{index}')(x)

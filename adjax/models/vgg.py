@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from adjax import errors
+from adjax.models import pooling
 
 BLOCK_WIDTHS = (64, 128, 256, 512, 512)
 FEATURE_NAMES = tuple(f'{kind}{k}' for k in range(1, 6) for kind in ('block', 'pool')) + (
@@ -136,7 +137,7 @@ class VGG(nn.Module):
       x, done = reached(f'block{block}', x)
       if done:
         return features
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = pooling.max_pool_2x2(x)
       x, done = reached(f'pool{block}', x)
       if done:
         return features

@@ -1,0 +1,53 @@
+"""2x2 stride-2 max pooling with a gradient XLA:CPU runs fast; the same function as `flax.linen.max_pool`.
+
+JAX differentiates `lax.reduce_window` max pooling with `select_and_scatter_add`, which XLA:CPU runs
+slowly: on [16, 224, 224, 64] its gradient took 308 ms against 9 ms for the forward pass
+(`python scripts/conv_speed.py`, README Performance). With non-overlapping windows every input pixel
+belongs to one window, so the gradient is elementwise: each window's output gradient goes to the first of
+its maxima in row-major order, the pixel `select_and_scatter_add` picks as well (its `ge` selection keeps
+the earlier of equal values). `max_pool_2x2` computes exactly that, as comparisons on the four window
+phases. Its backward pass is made of differentiable operations, so higher-order gradients (the CAE's
+contractive penalty) go through it too.
+"""
+
+import jax
+import jax.numpy as jnp
+
+
+def _windows(x: jax.Array) -> jax.Array:
+  """[batch, height, width, channels] -> [batch, height // 2, 2, width // 2, 2, channels]; an odd last row
+  or column is dropped, as 'VALID' pooling does."""
+  batch, height, width, channels = x.shape
+  x = x[:, :height - height % 2, :width - width % 2]
+  return x.reshape(batch, height // 2, 2, width // 2, 2, channels)
+
+
+@jax.custom_vjp
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+  """Max over 2x2 windows with stride 2, no padding: [batch, H, W, C] -> [batch, H // 2, W // 2, C]."""
+  return jnp.max(_windows(x), axis=(2, 4))
+
+
+def _forward(x):
+  pooled = max_pool_2x2(x)
+  return pooled, (x, pooled)
+
+
+def _backward(residuals, grad):
+  x, pooled = residuals
+  windows = _windows(x)
+  taken = jnp.zeros(pooled.shape, bool)
+  phases = []
+  for row in range(2):
+    for col in range(2):
+      first = (windows[:, :, row, :, col] == pooled) & ~taken  # The first maximum in row-major order.
+      taken = taken | first
+      phases.append(jnp.where(first, grad, jnp.zeros_like(grad)))
+  batch, height, width, channels = x.shape
+  # [2 rows, 2 cols, batch, h, w, C] -> [batch, h, 2, w, 2, C] -> [batch, 2h, 2w, C].
+  stacked = jnp.stack(phases).reshape(2, 2, *pooled.shape).transpose(2, 3, 0, 4, 1, 5)
+  dx = stacked.reshape(batch, 2 * pooled.shape[1], 2 * pooled.shape[2], channels)
+  return (jnp.pad(dx, ((0, 0), (0, height % 2), (0, width % 2), (0, 0))),)
+
+
+max_pool_2x2.defvjp(_forward, _backward)
