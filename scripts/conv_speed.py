@@ -12,6 +12,9 @@
    `upsample_conv2d`: forward + gradients.
 5. The input gradient of the LAMP encoder's 3x3 stride-2 convs, one conv over zero-padded phase taps vs
    one conv per phase (`PER_PHASE_MIN_CHANNELS`).
+6. 2x2 max pooling (VGG, the fully convolutional CAE) after a ReLU: forward, and the gradient through
+   `flax.linen.max_pool` (`select_and_scatter_add`) vs `adjax.models.pooling.max_pool_2x2`.
+`--tables 2,6` runs some of them.
 """
 
 import argparse
@@ -21,6 +24,7 @@ from adjax import xla_options
 
 xla_options.set_defaults()
 
+import flax.linen as nn  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jax import lax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -28,6 +32,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from adjax.models import convolution  # pylint: disable=g-import-not-at-top,wrong-import-position
 from adjax.models import energy  # pylint: disable=g-import-not-at-top,wrong-import-position
+from adjax.models import pooling  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 BATCH = 16
 
@@ -107,23 +112,34 @@ def strided_input_gradient_ms(*, size: int, channels: int, features: int, repeat
   return tuple(times)
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--size', type=int, default=64, help='EBM image size (4 * 2**k).')
-  parser.add_argument('--steps', type=int, default=10, help='SGLD steps per timed chain.')
-  parser.add_argument('--repeats', type=int, default=5)
-  args = parser.parse_args()
-  print(f'SGLD step, energy net at {args.size}², batch {BATCH}, ms per step (median of {args.repeats}):')
+def max_pool_ms(*, size: int, channels: int, repeats: int) -> tuple[float, float, float]:
+  x = jax.nn.relu(jax.random.normal(jax.random.key(0), (BATCH, size, size, channels)))
+  grad_out = jax.random.normal(jax.random.key(1), (BATCH, size // 2, size // 2, channels))
+  forward = jax.jit(pooling.max_pool_2x2)
+  grads = [jax.jit(lambda x, g, pool=pool: jax.vjp(pool, x)[1](g)[0])
+           for pool in (lambda x: nn.max_pool(x, (2, 2), strides=(2, 2)), pooling.max_pool_2x2)]
+  return (median_ms(lambda: forward(x), repeats=repeats),
+          *(median_ms(lambda grad=grad: grad(x, grad_out), repeats=repeats) for grad in grads))
+
+
+def sgld_table(args):
+  print(f'\nSGLD step, energy net at {args.size}², batch {BATCH}, ms per step (median of {args.repeats}):')
   print('| conv_vjp | in lax.scan | unrolled |\n|---|---|---|')
   for conv_vjp in ('lax', 'hwio'):
     scan, unrolled = (sgld_step_ms(size=args.size, steps=args.steps, repeats=args.repeats, conv_vjp=conv_vjp,
                                    unroll=unroll) for unroll in (False, True))
     print(f'| {conv_vjp} | {scan:.1f} | {unrolled:.1f} |')
+
+
+def im2col_table(args):
   print(f'\n3x3 stride-1 conv, batch {BATCH}, ms per call (median of {args.repeats}):')
   print('| output | channels | XLA convolution | patches @ kernel |\n|---|---|---|---|')
   for size, channels in ((1, 256), (2, 256), (4, 256), (8, 256), (16, 128), (32, 64)):
     xla, matmul = conv_ms(size=size, channels=channels, repeats=args.repeats)
     print(f'| {size}x{size} | {channels} | {xla:.2f} | {matmul:.2f} |')
+
+
+def few_outputs_table(args):
   print(f'\n3x3 stride-1 conv to 3 channels, batch {BATCH}, ms per call (median of {args.repeats}); forward '
         '(forward + kernel gradient):')
   print('| input | XLA convolution | shifted matmul |\n|---|---|---|')
@@ -131,17 +147,45 @@ def main():
     times = few_outputs_ms(size=size, channels=channels, repeats=args.repeats)
     print(f"| {size}², {channels} ch | {times['xla']:.2f} ({times['xla_grad']:.2f}) | "
           f"{times['shifted']:.2f} ({times['shifted_grad']:.2f}) |")
+
+
+def upsample_table(args):
   print(f'\nLAMP decoder layer at 256² (upsampling + 3x3 conv), batch {BATCH}, forward + gradients, ms:')
   print('| layer | upsample, then conv | upsample_conv2d |\n|---|---|---|')
   for size, channels, features in ((128, 32, 3), (64, 64, 32), (32, 128, 64), (16, 256, 128), (8, 256, 256)):
     plain, fused = upsample_conv_ms(size=size, channels=channels, features=features, repeats=args.repeats)
     print(f'| {size}² -> {2 * size}², {channels} -> {features} | {plain:.2f} | {fused:.2f} |')
+
+
+def strided_table(args):
   print(f'\nInput gradient of a 3x3 stride-2 conv (LAMP encoder at 256²), batch {BATCH}, ms:')
   print('| input | one conv, zero taps | one conv per phase |\n|---|---|---|')
   for size, channels, features in ((128, 32, 64), (64, 64, 128), (32, 128, 256), (16, 256, 256)):
     one, per_phase = strided_input_gradient_ms(size=size, channels=channels, features=features,
                                                repeats=args.repeats)
     print(f'| {size}², {channels} -> {features} | {one:.2f} | {per_phase:.2f} |')
+
+
+def pool_table(args):
+  print(f'\n2x2 max pooling after a ReLU, batch {BATCH}, ms per call (median of {args.repeats}):')
+  print('| input | forward | gradient, flax max_pool | gradient, max_pool_2x2 |\n|---|---|---|---|')
+  for size, channels in ((224, 64), (112, 128), (56, 256), (28, 512)):
+    forward, flax_grad, ours = max_pool_ms(size=size, channels=channels, repeats=args.repeats)
+    print(f'| {size}², {channels} ch | {forward:.2f} | {flax_grad:.2f} | {ours:.2f} |')
+
+
+TABLES = (sgld_table, im2col_table, few_outputs_table, upsample_table, strided_table, pool_table)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--size', type=int, default=64, help='EBM image size (4 * 2**k).')
+  parser.add_argument('--steps', type=int, default=10, help='SGLD steps per timed chain.')
+  parser.add_argument('--repeats', type=int, default=5)
+  parser.add_argument('--tables', default='1,2,3,4,5,6', help='Which of the tables above to measure.')
+  args = parser.parse_args()
+  for number in sorted({int(number) for number in args.tables.split(',')}):
+    TABLES[number - 1](args)
 
 
 if __name__ == '__main__':
