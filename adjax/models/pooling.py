@@ -1,8 +1,8 @@
 """2x2 stride-2 max pooling with a gradient XLA:CPU runs fast; the same function as `flax.linen.max_pool`.
 
 JAX differentiates `lax.reduce_window` max pooling with `select_and_scatter_add`, which XLA:CPU runs
-slowly: on [16, 224, 224, 64] its gradient took 308 ms against 9 ms for the forward pass
-(`python scripts/conv_speed.py`, README Performance). With non-overlapping windows every input pixel
+slowly: on [16, 224, 224, 64] its gradient took 298 ms against 8 ms for the forward pass
+(`python scripts/conv_speed.py --tables 6`, README Performance). With non-overlapping windows every input pixel
 belongs to one window, so the gradient is elementwise: each window's output gradient goes to the first of
 its maxima in row-major order, the pixel `select_and_scatter_add` picks as well (its `ge` selection keeps
 the earlier of equal values). `max_pool_2x2` computes exactly that, as comparisons on the four window
