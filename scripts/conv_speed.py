@@ -14,6 +14,8 @@
    one conv per phase (`PER_PHASE_MIN_CHANNELS`).
 6. 2x2 max pooling (VGG, the fully convolutional CAE) after a ReLU: forward, and the gradient through
    `flax.linen.max_pool` (`select_and_scatter_add`) vs `adjax.models.pooling.max_pool_2x2`.
+7. A 3x3 stride-1 conv with padding 1 (VGG's and ResNet's layers) through XLA's convolution and by
+   Winograd's F(2x2, 3x3) and F(4x4, 3x3) (`adjax.models.winograd`): forward ms per call.
 `--tables 2,6` runs some of them.
 """
 
@@ -33,6 +35,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 from adjax.models import convolution  # pylint: disable=g-import-not-at-top,wrong-import-position
 from adjax.models import energy  # pylint: disable=g-import-not-at-top,wrong-import-position
 from adjax.models import pooling  # pylint: disable=g-import-not-at-top,wrong-import-position
+from adjax.models import winograd  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 BATCH = 16
 
@@ -122,6 +125,15 @@ def max_pool_ms(*, size: int, channels: int, repeats: int) -> tuple[float, float
           *(median_ms(lambda grad=grad: grad(x, grad_out), repeats=repeats) for grad in grads))
 
 
+def winograd_ms(*, size: int, channels: int, features: int, repeats: int) -> tuple[float, ...]:
+  x = jax.random.normal(jax.random.key(0), (BATCH, size, size, channels))
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, channels, features)) / np.sqrt(9 * channels)
+  pads = ((1, 1), (1, 1))
+  convs = [lambda x, k: lax.conv_general_dilated(x, k, (1, 1), pads, dimension_numbers=convolution.NHWC_HWIO)]
+  convs += [lambda x, k, m=m: winograd.conv3x3(x, k, pads, output_tile=m) for m in winograd.OUTPUT_TILES]
+  return tuple(median_ms(lambda conv=jax.jit(conv): conv(x, kernel), repeats=repeats) for conv in convs)
+
+
 def sgld_table(args):
   print(f'\nSGLD step, energy net at {args.size}², batch {BATCH}, ms per step (median of {args.repeats}):')
   print('| conv_vjp | in lax.scan | unrolled |\n|---|---|---|')
@@ -174,7 +186,18 @@ def pool_table(args):
     print(f'| {size}², {channels} ch | {forward:.2f} | {flax_grad:.2f} | {ours:.2f} |')
 
 
-TABLES = (sgld_table, im2col_table, few_outputs_table, upsample_table, strided_table, pool_table)
+def winograd_table(args):
+  print(f'\n3x3 stride-1 conv, padding 1, batch {BATCH}, forward ms per call (median of {args.repeats}):')
+  print('| input | XLA convolution | Winograd F(2x2, 3x3) | F(4x4, 3x3) |\n|---|---|---|---|')
+  for size, channels, features in ((224, 64, 64), (112, 64, 128), (112, 128, 128), (56, 128, 256),
+                                   (56, 256, 256), (28, 256, 512), (28, 512, 512), (14, 512, 512),
+                                   (56, 128, 128), (28, 256, 256), (14, 256, 256), (7, 512, 512)):
+    xla, f2, f4 = winograd_ms(size=size, channels=channels, features=features, repeats=args.repeats)
+    print(f'| {size}², {channels} -> {features} | {xla:.2f} | {f2:.2f} | {f4:.2f} |')
+
+
+TABLES = (sgld_table, im2col_table, few_outputs_table, upsample_table, strided_table, pool_table,
+          winograd_table)
 
 
 def main():
@@ -182,7 +205,7 @@ def main():
   parser.add_argument('--size', type=int, default=64, help='EBM image size (4 * 2**k).')
   parser.add_argument('--steps', type=int, default=10, help='SGLD steps per timed chain.')
   parser.add_argument('--repeats', type=int, default=5)
-  parser.add_argument('--tables', default='1,2,3,4,5,6', help='Which of the tables above to measure.')
+  parser.add_argument('--tables', default='1,2,3,4,5,6,7', help='Which of the tables above to measure.')
   args = parser.parse_args()
   for number in sorted({int(number) for number in args.tables.split(',')}):
     TABLES[number - 1](args)

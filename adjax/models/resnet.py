@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from adjax.models import convolution
 from adjax.models import vgg
 
 FEATURE_NAMES = ('stem', 'maxpool', 'layer1', 'layer2', 'layer3', 'layer4', 'penultimate', 'logits')
@@ -55,7 +56,8 @@ class ResidualBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=_CONV_INIT, dtype=self.dtype)
+    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=_CONV_INIT, dtype=self.dtype,
+                             conv_general_dilated=convolution.flax_conv_general_dilated)
     norm = functools.partial(nn.BatchNorm, use_running_average=self.use_running_average, momentum=0.9,
                              epsilon=1e-5, axis_name=self.bn_axis_name, dtype=self.dtype)
     pad1 = ((1, 1), (1, 1))

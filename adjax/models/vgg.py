@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from adjax import errors
+from adjax.models import convolution
 from adjax.models import pooling
 
 BLOCK_WIDTHS = (64, 128, 256, 512, 512)
@@ -128,7 +129,7 @@ class VGG(nn.Module):
     for block, (width, count) in enumerate(zip(BLOCK_WIDTHS, self.convs_per_block), start=1):
       for index in range(1, count + 1):
         x = nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), kernel_init=_CONV_INIT, dtype=self.dtype,
-                    name=f'conv{block}_{index}')(x)
+                    conv_general_dilated=convolution.flax_conv_general_dilated, name=f'conv{block}_{index}')(x)
         if self.batch_norm:
           x = nn.BatchNorm(use_running_average=not train or (in_frozen_part and frozen_bn_eval),
                            momentum=0.9, epsilon=1e-5, axis_name=self.bn_axis_name, dtype=self.dtype,
