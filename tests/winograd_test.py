@@ -47,6 +47,26 @@ def test_values_and_gradients_equal_lax(output_tile, height, width, padding):
                                rtol=0)
 
 
+@pytest.mark.parametrize('output_tile', winograd.OUTPUT_TILES)
+def test_second_order_gradients_equal_lax(output_tile):
+  """d/d(x, kernel) of ||input gradient||^2 (what a contractive penalty differentiates): reverse over reverse."""
+  padding = ((1, 1), (0, 2))
+  x, kernel, grad_out = _random((1, 6, 7, 3), 8), _random((3, 3, 3, 4), 9), _random((1, 6, 7, 4), 10)
+
+  def penalty(conv):
+    def value(x, k):
+      _, vjp = jax.vjp(conv, x, k)
+      grad_x, grad_k = vjp(grad_out)
+      return jnp.sum(grad_x ** 2) + jnp.sum(grad_k * x[0, :3, :3, :, None])
+    return jax.jit(jax.grad(value, argnums=(0, 1)))(x, kernel)
+
+  expected = penalty(lambda x, k: _lax_conv(x, k, padding))
+  actual = penalty(lambda x, k: winograd.conv3x3(x, k, padding, output_tile=output_tile))
+  for mine, reference in zip(actual, expected):
+    np.testing.assert_allclose(mine, reference, atol=TOLERANCE[output_tile] * float(jnp.max(jnp.abs(reference))),
+                               rtol=0)
+
+
 def test_transformed_kernel_of_f2_is_g_g_gt_by_hand():
   kernel = _random((3, 3, 1, 1), 3)[..., 0, 0]
   g = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]])
@@ -61,6 +81,9 @@ def test_rejects_other_kernels_and_tiles():
     winograd.conv3x3(x, jnp.zeros((5, 5, 2, 2)), ((2, 2), (2, 2)))
   with pytest.raises(ValueError, match='output_tile 3'):
     winograd.conv3x3(x, jnp.zeros((3, 3, 2, 2)), ((1, 1), (1, 1)), output_tile=3)
+  with pytest.raises(ValueError, match=r'must lie in \[0, 2\]'):
+    winograd.conv3x3(x, jnp.zeros((3, 3, 2, 2)), ((3, 1), (1, 1)))
+  assert not convolution.uses_winograd((1, 32, 32, 128), (3, 3, 128, 128), ((3, 3), (1, 1)))
 
 
 def _primitives(fn, *args) -> list[str]:

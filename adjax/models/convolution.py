@@ -105,7 +105,8 @@ def uses_winograd(x_shape: Sequence[int], kernel_shape: Sequence[int], padding: 
   out_h = _output_size(x_shape[1], kernel_shape[0], padding[0])
   out_w = _output_size(x_shape[2], kernel_shape[1], padding[1])
   return (tuple(kernel_shape[:2]) == (3, 3) and min(kernel_shape[2:]) >= WINOGRAD_MIN_CHANNELS
-          and min(out_h, out_w) >= WINOGRAD_MIN_OUTPUT_SIDE and min(min(pair) for pair in padding) >= 0)
+          and min(out_h, out_w) >= WINOGRAD_MIN_OUTPUT_SIDE
+          and all(0 <= pad <= 2 for pair in padding for pad in pair))
 
 
 def _conv(x: jax.Array, kernel: jax.Array, padding: Padding, *, allow_winograd: bool = True) -> jax.Array:

@@ -68,10 +68,14 @@ def transformed_kernel(kernel: jax.Array, *, output_tile: int = 2) -> jax.Array:
 def conv3x3(x: jax.Array, kernel: jax.Array, padding, *, output_tile: int = 2) -> jax.Array:
   """Stride-1 3x3 convolution (NHWC / HWIO), the same function as `lax.conv_general_dilated` up to rounding.
 
+  Differentiable to any order in reverse mode: the input gradient is again a Winograd 3x3 conv (of the
+  output gradient with the kernel flipped, in/out swapped, padding 2 - padding), the kernel gradient a
+  direct convolution (differentiating through the transforms ran slower there).
+
   Args:
     x: float [batch, height, width, in_channels].
     kernel: float [3, 3, in_channels, out_channels].
-    padding: ((top, bottom), (left, right)) zero padding, non-negative ints.
+    padding: ((top, bottom), (left, right)) zero padding, ints in [0, 2].
     output_tile: m of F(m x m, 3 x 3), 2 or 4.
 
   Returns:
@@ -81,6 +85,35 @@ def conv3x3(x: jax.Array, kernel: jax.Array, padding, *, output_tile: int = 2) -
     raise ValueError(f'winograd.conv3x3: kernel {kernel.shape} is not 3x3')
   if output_tile not in _TRANSFORMS:
     raise ValueError(f'winograd.conv3x3: output_tile {output_tile} is not one of {OUTPUT_TILES}')
+  padding = tuple((int(low), int(high)) for low, high in padding)
+  if not all(0 <= pad <= 2 for pair in padding for pad in pair):
+    raise ValueError(f'winograd.conv3x3: padding {padding} must lie in [0, 2]')
+  return _conv3x3(x, kernel, padding, output_tile)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv3x3(x, kernel, padding, output_tile):
+  return _winograd(x, kernel, padding, output_tile)
+
+
+def _conv3x3_forward(x, kernel, padding, output_tile):
+  return _winograd(x, kernel, padding, output_tile), (x, kernel)
+
+
+def _conv3x3_backward(padding, output_tile, residuals, grad_out):
+  x, kernel = residuals
+  flipped = kernel[::-1, ::-1].transpose(0, 1, 3, 2)
+  grad_x = _conv3x3(grad_out, flipped, tuple((2 - low, 2 - high) for low, high in padding), output_tile)
+  direct = lambda k: lax.conv_general_dilated(x, k, (1, 1), padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  _, kernel_vjp = jax.vjp(direct, kernel)
+  return grad_x, kernel_vjp(grad_out)[0]
+
+
+_conv3x3.defvjp(_conv3x3_forward, _conv3x3_backward)
+
+
+def _winograd(x, kernel, padding, output_tile):
+  """conv3x3's value: transforms, (m + 2)^2 matmuls, inverse transform."""
   input_matrix, _, output_matrix = _TRANSFORMS[output_tile]
   m, a = output_matrix.shape
   (top, bottom), (left, right) = padding
