@@ -147,9 +147,8 @@ def main(argv):
 
 
 def _quiet_libraries(record) -> bool:
-  """Keeps INFO lines from adjax and clu (progress, metrics); libraries speak from WARNING up."""
-  return record.levelno >= logging.converter.STANDARD_WARNING or '/adjax/' in record.pathname or (
-      '/clu/' in record.pathname)
+  """Keeps INFO lines from adjax (progress, metrics); libraries speak from WARNING up."""
+  return record.levelno >= logging.converter.STANDARD_WARNING or '/adjax/' in record.pathname
 
 
 if __name__ == '__main__':

@@ -2,8 +2,8 @@
 
 `train_and_evaluate(config, workdir)` builds the data pipeline and the method's state, runs the per-device
 train step under `jax.pmap` (axis name `batch`; gradients and model state averaged with `lax.pmean`), logs to
-TensorBoard through clu, checkpoints with orbax and resumes from the newest complete checkpoint, then fits the
-method's post-training statistics, evaluates on the test split and writes `results.json` and figures.
+TensorBoard (`adjax.summaries`), checkpoints with orbax and resumes from the newest complete checkpoint, then
+fits the method's post-training statistics, evaluates on the test split and writes `results.json` and figures.
 
 Faults: a run killed at any point (even mid-save) resumes from the newest *complete* checkpoint (orbax writes
 to a temporary directory and renames it; leftovers are removed) and ends bit-equal to an uninterrupted run:
@@ -25,8 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from absl import logging
-from clu import metric_writers
-from clu import periodic_actions
 import flax
 import jax
 from jax.experimental import multihost_utils
@@ -39,6 +37,7 @@ import orbax.checkpoint as ocp
 from adjax import evaluate
 from adjax import methods
 from adjax import processes
+from adjax import summaries
 from adjax.data import pipeline
 from adjax.data import semi_supervised
 from adjax.data import sources
@@ -249,10 +248,9 @@ def _train_and_evaluate(config, workdir, *, method):
   update_scale = float(meta.get('update_scale', 1.0))
   start_step, num_steps = int(state.step), num_train_steps(config, train_size=len(train_source))
 
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  writer = summaries.create_writer(workdir, just_logging=jax.process_index() > 0)
   if start_step == 0:
     writer.write_hparams(_flat_hparams(config))
-  progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
   train_step = make_train_step(method, devices)
   sharding = pipeline.device_sharding(devices)
   state = pipeline.replicate(state, sharding)
@@ -268,7 +266,6 @@ def _train_and_evaluate(config, workdir, *, method):
       batches = pipeline.device_iterator(dataset, start_step=step, sharding=sharding)
       for step in range(step + 1, num_steps + 1):
         state, metrics = train_step(state, next(batches), update_scale)
-        progress(step)
         is_last = step == num_steps
         if step % log_every == 0 or step % checkpoint_every == 0 or is_last:
           metrics = jax.device_get(metrics)
@@ -283,13 +280,15 @@ def _train_and_evaluate(config, workdir, *, method):
             logging.warning('%s; rollback %d: continuing from step %d with the updates scaled by %g',
                             message, rollbacks, int(state.step), update_scale)
             state, step = pipeline.replicate(state, sharding), int(state.step)
-            progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
             last_log_step, last_log_time = step, time.perf_counter()
             break
           now = time.perf_counter()
           metrics['images_per_second'] = (step - last_log_step) * batch_size / (now - last_log_time)
           last_log_step, last_log_time = step, now
           writer.write_scalars(step, metrics | {'update_scale': update_scale})
+          logging.info('step %d of %d, %.1f images/s, %.1f min to go', step, num_steps,
+                       metrics['images_per_second'],
+                       (num_steps - step) * batch_size / metrics['images_per_second'] / 60)
         if step % checkpoint_every == 0 or is_last:
           seconds = train_seconds_before + time.perf_counter() - train_start
           _save(manager, state, method_name=method.name, train_seconds=seconds, update_scale=update_scale)
@@ -338,7 +337,7 @@ def _train_and_evaluate(config, workdir, *, method):
       eval_seconds=time.perf_counter() - eval_start, config=config.to_dict())
   writer.write_scalars(num_steps, {f'test/{k}': v for k, v in results.items()
                                    if isinstance(v, float) and k.startswith(('image_', 'pixel_'))})
-  writer.flush()
+  writer.close()
   if jax.process_index() == 0:
     _write_json_atomically(workdir / 'results.json', results)
   return results

@@ -1,17 +1,16 @@
 """Per-run figures: which examples are shown, curve points vs references, files and TensorBoard images."""
 
-from clu import metric_writers
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import ml_collections
 import numpy as np
 import optax
 import pytest
-import tensorflow as tf
 
 from adjax import evaluate
 from adjax import figures
 from adjax import metrics
+from adjax import summaries
 from adjax.methods import Method
 
 SIZE = 8
@@ -111,7 +110,7 @@ def test_evaluate_writes_figures_and_tensorboard_images(tmp_path, monkeypatch):
     return draw_examples(images, masks, maps, titles, **kwargs)
 
   monkeypatch.setattr(figures, 'examples_figure', spy)
-  writer = metric_writers.create_default_writer(tmp_path / 'events')
+  writer = summaries.create_writer(tmp_path / 'events')
   source = _source()
   results = evaluate.evaluate(_brightness_method(0.7), {}, {}, source, config=_config(),
                               preprocess='value_range(0, 1)', has_masks=True,
@@ -136,11 +135,10 @@ def test_evaluate_writes_figures_and_tensorboard_images(tmp_path, monkeypatch):
   on_disk = {n: (plt.imread(figure_dir / f'{n}.png')[..., :3] * 255).astype(np.uint8) for n in names}
 
   logged = {}
-  for event_file in (tmp_path / 'events').glob('events.out.tfevents.*'):
-    for event in tf.compat.v1.train.summary_iterator(str(event_file)):
-      for value in event.summary.value:
-        if value.tag.startswith('figures/'):
-          logged[value.tag] = (event.step, tf.io.decode_png(value.tensor.string_val[2]).numpy())
+  for event in summaries.read_events(tmp_path / 'events'):
+    for value in event.summary.value:
+      if value.tag.startswith('figures/'):
+        logged[value.tag] = (event.step, summaries.decode_image(value))
   assert sorted(logged) == sorted(f'figures/{n}' for n in names)
   for name in names:
     step, image = logged[f'figures/{name}']
@@ -151,7 +149,7 @@ def test_evaluate_writes_figures_and_tensorboard_images(tmp_path, monkeypatch):
 
 def test_curves_are_skipped_when_undefined(tmp_path):
   good_only = [e for e in _source() if e['label'] == 0]
-  writer = metric_writers.create_default_writer(tmp_path / 'events')
+  writer = summaries.create_writer(tmp_path / 'events')
   results = evaluate.evaluate(_brightness_method(None), {}, {}, good_only, config=_config(),
                               preprocess='value_range(0, 1)', has_masks=True,
                               figure_dir=tmp_path / 'figures', writer=writer)

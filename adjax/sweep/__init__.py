@@ -30,12 +30,12 @@ import subprocess
 import sys
 import time
 
-from clu import metric_writers
 from matplotlib import image as mpl_image
 import numpy as np
 
 from adjax import figures
 from adjax import statistics
+from adjax import summaries
 from adjax.errors import InputError
 
 DEFAULT_METRICS = ('image_auroc', 'pixel_auroc', 'pixel_aupro', 'pixel_ap', 'image_f1_max')
@@ -339,9 +339,8 @@ def write_tables(workdir, rows, *, metrics=DEFAULT_METRICS, alpha: float = 0.1,
 
 def _log_images(workdir: Path, images: dict):
   """The sweep's figures into TensorBoard (`tensorboard --logdir WORKDIR`), tab `images`, under `sweep/`."""
-  writer = metric_writers.create_default_writer(workdir / 'tensorboard')
+  writer = summaries.create_writer(workdir / 'tensorboard')
   writer.write_images(0, {name: image[None] for name, image in images.items()})
-  writer.flush()
   writer.close()
 
 
