@@ -51,7 +51,6 @@ _INSTALL = """
 """
 
 _SETUP = """
-    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # clu's TensorBoard writer imports TensorFlow.
     from adjax import xla_options
     xla_options.set_defaults()  # Before JAX starts: faster CPU convolutions (see adjax/xla_options.py).
 
@@ -315,7 +314,6 @@ def losses_notebook():
           '`batch_size=len(source)` it returns the whole split as arrays. `confetti(...)` is the one op that '
           'also writes masks and labels: the synthetic anomalies FCDD trains with.'),
       _code("""
-          os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
           from adjax import xla_options
           xla_options.set_defaults()  # Before JAX starts: faster CPU convolutions.
 
