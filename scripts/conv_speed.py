@@ -16,10 +16,15 @@
    `flax.linen.max_pool` (`select_and_scatter_add`) vs `adjax.models.pooling.max_pool_2x2`.
 7. A 3x3 stride-1 conv with padding 1 (VGG's and ResNet's layers) through XLA's convolution and by
    Winograd's F(2x2, 3x3) and F(4x4, 3x3) (`adjax.models.winograd`): forward ms per call.
+8. The EBM's space-to-depth layers (2x2 'VALID' convs over the phase channels; seed-004 net at 256², 128²
+   and 64²) through
+   XLA's convolution and by Winograd's F(2x2, 2x2), F(3x3, 2x2) and F(4x4, 2x2): forward + input gradient (an
+   SGLD step's work), ms per call; then the whole SGLD step with and without F(3x3, 2x2) on those layers.
 `--tables 2,6` runs some of them.
 """
 
 import argparse
+import functools
 import time
 
 from adjax import xla_options
@@ -130,8 +135,24 @@ def winograd_ms(*, size: int, channels: int, features: int, repeats: int) -> tup
   kernel = jax.random.normal(jax.random.key(1), (3, 3, channels, features)) / np.sqrt(9 * channels)
   pads = ((1, 1), (1, 1))
   convs = [lambda x, k: lax.conv_general_dilated(x, k, (1, 1), pads, dimension_numbers=convolution.NHWC_HWIO)]
-  convs += [lambda x, k, m=m: winograd.conv3x3(x, k, pads, output_tile=m) for m in winograd.OUTPUT_TILES]
+  convs += [lambda x, k, m=m: winograd.conv(x, k, pads, output_tile=m) for m in (2, 4)]
   return tuple(median_ms(lambda conv=jax.jit(conv): conv(x, kernel), repeats=repeats) for conv in convs)
+
+
+def winograd_2x2_ms(*, size: int, channels: int, features: int, repeats: int) -> tuple[float, ...]:
+  x = jax.random.normal(jax.random.key(0), (BATCH, size + 1, size + 1, channels))
+  kernel = jax.random.normal(jax.random.key(1), (2, 2, channels, features)) / np.sqrt(4 * channels)
+  pads = ((0, 0), (0, 0))
+  convs = [lambda x, k: lax.conv_general_dilated(x, k, (1, 1), pads, dimension_numbers=convolution.NHWC_HWIO)]
+  convs += [lambda x, k, m=m: winograd.conv(x, k, pads, output_tile=m) for m in (2, 3, 4)]
+  # Forward and input gradient, as an SGLD step needs them; the cotangent is a fixed random map.
+  grad_out = jax.random.normal(jax.random.key(2), (BATCH, size, size, features))
+  def step(x, k, grad_out, conv):
+    value, vjp = jax.vjp(lambda x: conv(x, k), x)
+    return value, vjp(grad_out)[0]
+
+  steps = [jax.jit(functools.partial(step, conv=conv)) for conv in convs]
+  return tuple(median_ms(lambda step=step: step(x, kernel, grad_out), repeats=repeats) for step in steps)
 
 
 def sgld_table(args):
@@ -196,8 +217,39 @@ def winograd_table(args):
     print(f'| {size}², {channels} -> {features} | {xla:.2f} | {f2:.2f} | {f4:.2f} |')
 
 
+def winograd_2x2_table(args):
+  print(f'\nEBM space-to-depth layer (2x2 conv), batch {BATCH}, forward + input gradient ms per call '
+        f'(median of {args.repeats}):')
+  print('| output, channels | XLA convolution | F(2x2, 2x2) | F(3x3, 2x2) | F(4x4, 2x2) |\n|---|---|---|---|---|')
+  for size, channels, features in ((128, 128, 64), (64, 128, 64), (32, 256, 128), (16, 512, 256), (8, 1024, 256),
+                                   (4, 1024, 256), (32, 128, 64), (16, 256, 128), (8, 512, 256)):
+    times = winograd_2x2_ms(size=size, channels=channels, features=features, repeats=args.repeats)
+    print(f'| {size}², {channels} -> {features} | ' + ' | '.join(f'{t:.2f}' for t in times) + ' |')
+  # The whole SGLD step with and without F(3x3, 2x2) on every 2x2 layer, calls interleaved (the machine drifts).
+  rules = convolution.WINOGRAD_RULES
+  variants = {'direct': rules, 'F(3x3, 2x2)': {**rules, 2: convolution.WinogradRule(3, 64, 12, 1 << 30)}}
+  for size in (64, 128):
+    net = energy.EnergyNet(features=energy.features_for(size))
+    x = jax.random.uniform(jax.random.key(0), (BATCH, size, size, 3), minval=-1, maxval=1)
+    params = net.init(jax.random.key(1), x)
+    steps = {}
+    for name, variant in variants.items():
+      convolution.WINOGRAD_RULES = variant  # Read while tracing: each compiled step keeps its own rule.
+      step = lambda p, x: jnp.clip(x - jax.grad(lambda x: jnp.sum(net.apply(p, x)))(x), -1, 1)
+      steps[name] = jax.jit(step).lower(params, x).compile()
+    convolution.WINOGRAD_RULES = rules
+    times = {name: [] for name in steps}
+    for _ in range(3 * args.repeats):
+      for name, step in steps.items():
+        start = time.perf_counter()
+        jax.block_until_ready(step(params, x))
+        times[name].append((time.perf_counter() - start) * 1e3)
+    print(f'SGLD step at {size}², ms (median, min over {3 * args.repeats} interleaved calls): ' +
+          ', '.join(f'{name} {np.median(t):.1f} ({np.min(t):.1f})' for name, t in times.items()))
+
+
 TABLES = (sgld_table, im2col_table, few_outputs_table, upsample_table, strided_table, pool_table,
-          winograd_table)
+          winograd_table, winograd_2x2_table)
 
 
 def main():
@@ -205,7 +257,7 @@ def main():
   parser.add_argument('--size', type=int, default=64, help='EBM image size (4 * 2**k).')
   parser.add_argument('--steps', type=int, default=10, help='SGLD steps per timed chain.')
   parser.add_argument('--repeats', type=int, default=5)
-  parser.add_argument('--tables', default='1,2,3,4,5,6,7', help='Which of the tables above to measure.')
+  parser.add_argument('--tables', default='1,2,3,4,5,6,7,8', help='Which of the tables above to measure.')
   args = parser.parse_args()
   for number in sorted({int(number) for number in args.tables.split(',')}):
     TABLES[number - 1](args)

@@ -8,7 +8,7 @@
 - `strided_conv2d` (stride 2, custom VJP): the input gradient is `strided_input_gradient`, one stride-1
   convolution over the four output phases and a depth-to-space, instead of an lhs-dilated convolution.
 - `conv_transpose2d`: a stride-2 transposed convolution in the same sub-pixel form.
-- 3x3 stride-1 convolutions with many channels on maps that are not too small (`uses_winograd`) run as
+- 3x3 stride-1 convolutions with many channels on maps that are not too small (`winograd_tile`) run as
   Winograd's F(2x2, 3x3) (`adjax.models.winograd`), forward and input gradient: 2.25x fewer multiplications.
 - Stride-1 convolutions with at most `IM2COL_MAX_OUTPUT_PIXELS` outputs run as patches @ kernel, those with
   a few output channels from many inputs as one matmul and a shifted sum (`shifted_matmul_conv`).
@@ -24,7 +24,7 @@ through a custom VJP; reverse mode of any order is.
 """
 
 import functools
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import jax
 from jax import lax
@@ -91,31 +91,39 @@ def shifted_matmul_conv(x: jax.Array, kernel: jax.Array, padding: Padding) -> ja
   return functools.reduce(jnp.add, shifted)
 
 
-# 3x3 stride-1 convs with at least this many input and output channels and outputs at least
-# `WINOGRAD_MIN_OUTPUT_SIDE` pixels on a side run as Winograd's F(m x m, 3 x 3), m = `WINOGRAD_OUTPUT_TILE`
-# (`adjax.models.winograd`): 2.25x fewer multiplications for m = 2. With fewer channels or smaller maps
-# the transforms cost more than they save (`python scripts/conv_speed.py --tables 7`).
-WINOGRAD_MIN_CHANNELS = 128
-WINOGRAD_MIN_OUTPUT_SIDE = 14
-WINOGRAD_OUTPUT_TILE = 2
+class WinogradRule(NamedTuple):
+  """When `conv2d` runs an r x r stride-1 conv as Winograd's F(m x m, r x r), m = `output_tile`."""
+  output_tile: int
+  min_channels: int  # Input and output channels.
+  min_side: int  # Output height and width.
+  max_side: int
 
 
-def uses_winograd(x_shape: Sequence[int], kernel_shape: Sequence[int], padding: Padding) -> bool:
-  """Whether `conv2d` computes this stride-1 conv (and its input gradient's conv) by Winograd."""
-  out_h = _output_size(x_shape[1], kernel_shape[0], padding[0])
-  out_w = _output_size(x_shape[2], kernel_shape[1], padding[1])
-  return (tuple(kernel_shape[:2]) == (3, 3) and min(kernel_shape[2:]) >= WINOGRAD_MIN_CHANNELS
-          and min(out_h, out_w) >= WINOGRAD_MIN_OUTPUT_SIDE
-          and all(0 <= pad <= 2 for pair in padding for pad in pair))
+# Per kernel size r. With fewer channels or smaller maps the transforms cost more than they save (`python
+# scripts/conv_speed.py --tables 7`). No rule for 2x2 (the EBM's space-to-depth layers): F(3x3, 2x2) ran
+# those layers 1.2-1.3x faster one by one (`--tables 8`) but the whole SGLD step no faster (A/B in
+# README, Performance). An empty dict turns Winograd off.
+WINOGRAD_RULES = {3: WinogradRule(output_tile=2, min_channels=128, min_side=14, max_side=1 << 30)}
+
+
+def winograd_tile(x_shape: Sequence[int], kernel_shape: Sequence[int], padding: Padding) -> int | None:
+  """m of the F(m x m, r x r) by which `conv2d` computes this stride-1 conv (and its input gradient's), or None."""
+  rule = WINOGRAD_RULES.get(kernel_shape[0]) if kernel_shape[0] == kernel_shape[1] else None
+  if rule is None:
+    return None
+  sides = (_output_size(x_shape[1], kernel_shape[0], padding[0]), _output_size(x_shape[2], kernel_shape[1], padding[1]))
+  fits = (min(kernel_shape[2:]) >= rule.min_channels and rule.min_side <= min(sides) and max(sides) <= rule.max_side
+          and all(0 <= pad <= kernel_shape[0] - 1 for pair in padding for pad in pair))
+  return rule.output_tile if fits else None
 
 
 def _conv(x: jax.Array, kernel: jax.Array, padding: Padding, *, allow_winograd: bool = True) -> jax.Array:
   out_h = _output_size(x.shape[1], kernel.shape[0], padding[0])
   out_w = _output_size(x.shape[2], kernel.shape[1], padding[1])
   # float32 only: the transforms' rounding error grows with a coarser format.
-  if (allow_winograd and WINOGRAD_OUTPUT_TILE and x.dtype == kernel.dtype == jnp.float32
-      and uses_winograd(x.shape, kernel.shape, padding)):
-    return winograd.conv3x3(x, kernel, padding, output_tile=WINOGRAD_OUTPUT_TILE)
+  tile = winograd_tile(x.shape, kernel.shape, padding) if allow_winograd else None
+  if tile and x.dtype == kernel.dtype == jnp.float32:
+    return winograd.conv(x, kernel, padding, output_tile=tile)
   if out_h * out_w <= IM2COL_MAX_OUTPUT_PIXELS:
     return im2col_conv(x, kernel, padding)
   if kernel.shape[3] <= SHIFTED_MATMUL_MAX_OUT_CHANNELS and kernel.shape[2] >= SHIFTED_MATMUL_MIN_IN_CHANNELS:
