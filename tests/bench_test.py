@@ -73,6 +73,30 @@ def test_matmul_rate_and_timings():
     measure.timings_ms(lambda: None, repeats=0)
 
 
+def test_interleaved_timings_alternate_and_pair_the_rounds(monkeypatch):
+  order = []
+  ticks = {'value': 0.0}  # A fake clock that only the timed functions advance: 'slow' 3 ms, 'fast' 2 ms.
+
+  def perf_counter():
+    return ticks['value']
+
+  def make(name, ms):
+    def fn():
+      order.append(name)
+      ticks['value'] += ms / 1e3
+    return fn
+
+  monkeypatch.setattr(measure.time, 'perf_counter', perf_counter)
+  timings = measure.interleaved_timings_ms({'slow': make('slow', 3.), 'fast': make('fast', 2.)}, repeats=3,
+                                           warmup=1)
+  assert order == ['slow', 'fast'] + ['slow', 'fast'] * 3  # Warm-ups, then strictly alternating rounds.
+  assert timings['slow']['median_ms'] == pytest.approx(3.) and timings['fast']['max_ms'] == pytest.approx(2.)
+  assert timings['slow']['paired_ratio_median'] == pytest.approx(1.5)
+  assert 'paired_ratio_median' not in timings['fast']
+  with pytest.raises(ValueError, match='repeats'):
+    measure.interleaved_timings_ms({'a': lambda: None}, repeats=0)
+
+
 def test_leading_resize_scales_with_the_size():
   spec = 'resize(240)|confetti(0.5)|crop_or_resize({image_size})'
   assert bench_methods._rescale_leading_resize(spec, size=112, paper_size=224) == (
@@ -104,6 +128,7 @@ def test_ebm_smoke_rows_are_complete_and_sane():
     if HAS_TORCH:
       assert row['torch_min_ms'] <= row['torch_median_ms'] <= row['torch_max_ms']
       assert row['time_ratio_vs_torch'] == pytest.approx(row['median_ms'] / row['torch_median_ms'])
+      assert row['paired_ratio_vs_torch'] > 0 and row['torch_rss_growth_mb'] >= 0
   train, chain, score = good
   assert 0 <= train['input_wait_fraction'] < 1 and train['input_run_steps'] == 1
   assert train['input_run_path'] == 'compiled'  # The pipeline's batches fit the compiled step.

@@ -7,8 +7,9 @@ calls after one warm-up call, images/s, compile seconds, FLOPs from XLA's cost a
 counted per iteration) and the achieved GFLOP/s next to a float32 2048² matmul rate measured just before,
 XLA's buffer size per device and the growth of the process's peak RSS, and for train steps the fraction of
 step time spent waiting for the input pipeline over `--input_steps` real steps on the embedded textures.
-With `--torch`, equivalent PyTorch steps (`adjax.bench.torch_reference`) are timed in the same run and the
-time ratio adjax / torch is reported (< 1: adjax faster). Prints a Markdown table; `--json` writes all rows.
+With `--torch`, equivalent PyTorch steps (`adjax.bench.torch_reference`) are timed in the same run, call by
+call in turn with adjax's (so drift of the machine hits both alike), and the time ratio adjax / torch is
+reported (< 1: adjax faster): of the medians, and the median of the per-round ratios. Prints a Markdown table; `--json` writes all rows.
 """
 
 import json
@@ -57,8 +58,13 @@ def environment() -> dict:
           'machine': platform.processor() or platform.machine(), 'load_average': os.getloadavg()}
 
 
-def run_case(case: bench_methods.Case, *, repeats: int, matmul_gflops: float) -> dict:
-  """Compiles, counts and times one case; returns its row."""
+def run_case(case: bench_methods.Case, *, repeats: int, matmul_gflops: float, torch_step=None) -> dict:
+  """Compiles, counts and times one case; returns its row.
+
+  With `torch_step` (a PyTorch reference call), both are warmed up and then timed call by call in turn,
+  so both see the same machine; the row gains torch_* timings, `time_ratio_vs_torch` (ratio of medians)
+  and `paired_ratio_vs_torch` (median of the per-round ratios).
+  """
   load, rss_before = os.getloadavg()[0], measure.max_rss_mb()
   compiled, facts = measure.compile_with_cost(case.fn, *case.args)
   flops = facts.pop('flops')
@@ -66,7 +72,21 @@ def run_case(case: bench_methods.Case, *, repeats: int, matmul_gflops: float) ->
     body_fn, body_args, iterations = case.loop
     flops += iterations * measure.flops_of(body_fn, *body_args)
   flops *= case.flops_scale
-  timing = measure.timings_ms(lambda: jax.block_until_ready(compiled(*case.args)), repeats=repeats)
+  call = lambda: jax.block_until_ready(compiled(*case.args))
+  call()  # Warm-up; the RSS growth is adjax's own, before torch allocates anything.
+  rss_growth = measure.max_rss_mb() - rss_before
+  torch_row = {}
+  if torch_step is None:
+    timing = measure.timings_ms(call, repeats=repeats, warmup=0)
+  else:
+    torch_rss_before = measure.max_rss_mb()
+    torch_step()
+    torch_row['torch_rss_growth_mb'] = measure.max_rss_mb() - torch_rss_before
+    timings = measure.interleaved_timings_ms({'adjax': call, 'torch': torch_step}, repeats=repeats, warmup=0)
+    timing = timings['adjax']
+    torch_row['paired_ratio_vs_torch'] = timing.pop('paired_ratio_median')
+    torch_row.update({f'torch_{key}': value for key, value in timings['torch'].items()})
+    torch_row['time_ratio_vs_torch'] = timing['median_ms'] / timings['torch']['median_ms']
   seconds = timing['median_ms'] / 1e3
   row = dict(method=case.method, variant=case.variant, case=case.case, **timing, **facts, **case.extra,
              images_per_second=case.images / seconds, flops=flops,
@@ -74,23 +94,18 @@ def run_case(case: bench_methods.Case, *, repeats: int, matmul_gflops: float) ->
              else 'XLA cost analysis; x devices',
              gflops_per_second=flops / seconds / 1e9, matmul_gflops=matmul_gflops,
              fraction_of_matmul=flops / seconds / 1e9 / matmul_gflops,
-             device_peak_mb=measure.device_peak_mb(),
-             rss_growth_mb=measure.max_rss_mb() - rss_before, load_average_1min=load)
+             device_peak_mb=measure.device_peak_mb(), rss_growth_mb=rss_growth, load_average_1min=load,
+             **torch_row)
   if 'sgld_steps' in case.extra and case.case == 'sgld_chain':
     row['sgld_steps_per_second'] = case.extra['sgld_steps'] / seconds
   row['compiled'] = compiled  # Reused by the input-pipeline run; dropped before the row is kept.
   return row
 
 
-def run_torch(variant: str, case: str, *, config, repeats: int) -> dict:
+def torch_step(variant: str, case: str, *, config):
+  """The PyTorch reference call of a case (`adjax.bench.torch_reference`), or None where there is none."""
   from adjax.bench import torch_reference  # pylint: disable=g-import-not-at-top
-  rss_before = measure.max_rss_mb()
-  step = torch_reference.make_case(variant, case, config=config)
-  if step is None:
-    return {'torch_note': f'no torch reference for {variant}/{case}'}
-  timing = measure.timings_ms(step, repeats=repeats)
-  return {f'torch_{key}': value for key, value in timing.items()} | {
-      'torch_rss_growth_mb': measure.max_rss_mb() - rss_before}
+  return torch_reference.make_case(variant, case, config=config)
 
 
 def benchmark(*, method_names, sizes, batch_size: int, sgld_steps: int, repeats: int, input_steps: int,
@@ -121,16 +136,16 @@ def benchmark(*, method_names, sizes, batch_size: int, sgld_steps: int, repeats:
             config.model.update(ebm_model or {})
           matmul = measure.matmul_gflops()
           for case in bench_methods.build_cases(variant, config, method_name=name):
-            row = run_case(case, repeats=repeats, matmul_gflops=matmul)
+            reference = torch_step(variant.name, case.case, config=config) if with_torch else None
+            row = run_case(case, repeats=repeats, matmul_gflops=matmul, torch_step=reference)
+            if with_torch and reference is None:
+              row['torch_note'] = f'no torch reference for {variant.name}/{case.case}'
+            del reference
             row.update(image_size=side, size=label, batch_size=batch_size, repeats=repeats,
                        devices=jax.local_device_count())
             compiled = row.pop('compiled')
             if case.train_step is not None and input_steps > 0:
               row.update(bench_methods.input_wait(config, case, compiled=compiled, steps=input_steps))
-            if with_torch:
-              row.update(run_torch(variant.name, case.case, config=config, repeats=repeats))
-              if 'torch_median_ms' in row:
-                row['time_ratio_vs_torch'] = row['median_ms'] / row['torch_median_ms']
             rows.append(row)
             log(format_row(row))
         except Exception as error:  # pylint: disable=broad-except  (one broken case must not end a long run)
@@ -142,7 +157,8 @@ def benchmark(*, method_names, sizes, batch_size: int, sgld_steps: int, repeats:
 
 
 COLUMNS = ('variant', 'case', 'size', 'ms median (min-max)', 'images/s', 'compile s', 'GFLOP',
-           'GFLOP/s (% matmul)', 'XLA buffers MB', 'RSS +MB', 'input wait', 'torch ms', 'adjax/torch')
+           'GFLOP/s (% matmul)', 'XLA buffers MB', 'RSS +MB', 'input wait', 'torch ms', 'adjax/torch',
+           'paired')
 
 
 def _cells(row: dict) -> list[str]:
@@ -155,7 +171,7 @@ def _cells(row: dict) -> list[str]:
           f'{row["gflops_per_second"]:.1f} ({100 * row["fraction_of_matmul"]:.0f}%)',
           optional('xla_buffers_mb', '{:.0f}'), f'{row["rss_growth_mb"]:.0f}',
           optional('input_wait_fraction', '{:.1%}'), optional('torch_median_ms', '{:.1f}'),
-          optional('time_ratio_vs_torch', '{:.2f}')]
+          optional('time_ratio_vs_torch', '{:.2f}'), optional('paired_ratio_vs_torch', '{:.2f}')]
 
 
 def format_row(row: dict) -> str:
@@ -198,7 +214,8 @@ def main(argv):
   env['load_average_end'] = os.getloadavg()
   print('\n' + markdown_table(rows))
   print(f'load average at the end {env["load_average_end"]}; ms per call (SGLD row: per chain); '
-        'adjax/torch = time ratio (< 1: adjax faster)')
+        'adjax/torch = ratio of medians, paired = median of per-round ratios (calls interleaved; < 1: adjax '
+        'faster)')
   if _JSON.value:
     with open(_JSON.value, 'w') as file:
       json.dump({'environment': env, 'rows': rows}, file, indent=2, default=str)

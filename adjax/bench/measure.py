@@ -35,6 +35,32 @@ def timings_ms(fn: Callable[[], Any], *, repeats: int, warmup: int = 1) -> dict:
   return {'median_ms': statistics.median(times), 'min_ms': min(times), 'max_ms': max(times)}
 
 
+def interleaved_timings_ms(fns: dict[str, Callable[[], Any]], *, repeats: int,
+                           warmup: int = 1) -> dict[str, dict]:
+  """Times several functions call by call in turn (a, b, a, b, ...), so drift of a shared machine hits all alike.
+
+  Returns {name: {'median_ms', 'min_ms', 'max_ms'}}; with two functions also 'paired_ratio_median' under the
+  first name: the median over rounds of (first's time / second's time) within the same round.
+  """
+  if repeats < 1:
+    raise ValueError(f'repeats must be >= 1, got {repeats}')
+  for fn in fns.values():
+    for _ in range(warmup):
+      fn()
+  times = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      fn()
+      times[name].append((time.perf_counter() - start) * 1e3)
+  result = {name: {'median_ms': statistics.median(t), 'min_ms': min(t), 'max_ms': max(t)}
+            for name, t in times.items()}
+  if len(fns) == 2:
+    first, second = times.values()
+    result[next(iter(fns))]['paired_ratio_median'] = statistics.median(a / b for a, b in zip(first, second))
+  return result
+
+
 def compile_with_cost(fn: Callable, *args) -> tuple[Any, dict]:
   """`jax.jit(fn).lower(*args).compile()`, timed; returns (compiled, facts).
 
