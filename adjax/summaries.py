@@ -1,6 +1,6 @@
 """TensorBoard event files without TensorFlow: the scalars, images and hyperparameters adjax logs.
 
-clu's metric writers (and `clu.periodic_actions`, which imports them) import TensorFlow, ≈ 4.5 s of every
+clu's metric writers (and `clu.periodic_actions`, which imports them) import TensorFlow, seconds of every
 process's start-up, for the one job of writing TensorBoard events. This writer builds the same summaries
 as `tf.summary.scalar`, `tf.summary.image` and TensorBoard's hparams plugin from tensorboard's own protos and
 record framing, and logs every scalar with absl as clu's `LoggingWriter` does. `read_events` reads the files
