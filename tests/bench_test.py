@@ -93,6 +93,10 @@ def test_interleaved_timings_alternate_and_pair_the_rounds(monkeypatch):
   assert timings['slow']['median_ms'] == pytest.approx(3.) and timings['fast']['max_ms'] == pytest.approx(2.)
   assert timings['slow']['paired_ratio_median'] == pytest.approx(1.5)
   assert 'paired_ratio_median' not in timings['fast']
+  order.clear()
+  measure.interleaved_timings_ms({'slow': make('slow', 3.), 'fast': make('fast', 2.)}, repeats=2, warmup=0,
+                                 settle={'fast'})
+  assert order == ['slow', 'fast', 'fast'] * 2  # An untimed settling call before each timed 'fast' call.
   with pytest.raises(ValueError, match='repeats'):
     measure.interleaved_timings_ms({'a': lambda: None}, repeats=0)
 

@@ -58,11 +58,16 @@ def environment() -> dict:
           'machine': platform.processor() or platform.machine(), 'load_average': os.getloadavg()}
 
 
+# Cases whose warm-up call took less than this get an untimed settling call before each timed one when
+# interleaved with PyTorch; longer ones would double the run time for an after-effect well below the noise.
+SETTLE_BELOW_MS = 2000.
+
+
 def run_case(case: bench_methods.Case, *, repeats: int, matmul_gflops: float, torch_step=None) -> dict:
   """Compiles, counts and times one case; returns its row.
 
   With `torch_step` (a PyTorch reference call), both are warmed up and then timed call by call in turn,
-  so both see the same machine; the row gains torch_* timings, `time_ratio_vs_torch` (ratio of medians)
+  so both see the same machine (calls under `SETTLE_BELOW_MS` after an untimed settling call); the row gains torch_* timings, `time_ratio_vs_torch` (ratio of medians)
   and `paired_ratio_vs_torch` (median of the per-round ratios).
   """
   load, rss_before = os.getloadavg()[0], measure.max_rss_mb()
@@ -73,16 +78,19 @@ def run_case(case: bench_methods.Case, *, repeats: int, matmul_gflops: float, to
     flops += iterations * measure.flops_of(body_fn, *body_args)
   flops *= case.flops_scale
   call = lambda: jax.block_until_ready(compiled(*case.args))
-  call()  # Warm-up; the RSS growth is adjax's own, before torch allocates anything.
-  rss_growth = measure.max_rss_mb() - rss_before
+  warm_ms = {'adjax': measure.timings_ms(call, repeats=1, warmup=0)['median_ms']}  # Warm-up, timed.
+  rss_growth = measure.max_rss_mb() - rss_before  # adjax's own, before torch allocates anything.
   torch_row = {}
   if torch_step is None:
     timing = measure.timings_ms(call, repeats=repeats, warmup=0)
   else:
     torch_rss_before = measure.max_rss_mb()
-    torch_step()
+    warm_ms['torch'] = measure.timings_ms(torch_step, repeats=1, warmup=0)['median_ms']
     torch_row['torch_rss_growth_mb'] = measure.max_rss_mb() - torch_rss_before
-    timings = measure.interleaved_timings_ms({'adjax': call, 'torch': torch_step}, repeats=repeats, warmup=0)
+    # Short calls get a settling call after each switch of runtime (`interleaved_timings_ms`).
+    settle = {name for name, ms in warm_ms.items() if ms < SETTLE_BELOW_MS}
+    timings = measure.interleaved_timings_ms({'adjax': call, 'torch': torch_step}, repeats=repeats, warmup=0,
+                                             settle=settle)
     timing = timings['adjax']
     torch_row['paired_ratio_vs_torch'] = timing.pop('paired_ratio_median')
     torch_row.update({f'torch_{key}': value for key, value in timings['torch'].items()})

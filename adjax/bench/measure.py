@@ -35,9 +35,13 @@ def timings_ms(fn: Callable[[], Any], *, repeats: int, warmup: int = 1) -> dict:
   return {'median_ms': statistics.median(times), 'min_ms': min(times), 'max_ms': max(times)}
 
 
-def interleaved_timings_ms(fns: dict[str, Callable[[], Any]], *, repeats: int,
-                           warmup: int = 1) -> dict[str, dict]:
+def interleaved_timings_ms(fns: dict[str, Callable[[], Any]], *, repeats: int, warmup: int = 1,
+                           settle: frozenset[str] | set[str] = frozenset()) -> dict[str, dict]:
   """Times several functions call by call in turn (a, b, a, b, ...), so drift of a shared machine hits all alike.
+
+  Each function in `settle` gets an untimed call right before each timed one: a runtime's after-effects
+  (another library's spinning threads, its caches and heap) slowed the next short call of the other by up
+  to 10% (adjax's EBM score at 64² and 128² after a PyTorch call), which one call absorbs.
 
   Returns {name: {'median_ms', 'min_ms', 'max_ms'}}; with two functions also 'paired_ratio_median' under the
   first name: the median over rounds of (first's time / second's time) within the same round.
@@ -50,6 +54,8 @@ def interleaved_timings_ms(fns: dict[str, Callable[[], Any]], *, repeats: int,
   times = {name: [] for name in fns}
   for _ in range(repeats):
     for name, fn in fns.items():
+      if name in settle:
+        fn()
       start = time.perf_counter()
       fn()
       times[name].append((time.perf_counter() - start) * 1e3)
