@@ -40,8 +40,8 @@ def interleaved_timings_ms(fns: dict[str, Callable[[], Any]], *, repeats: int, w
   """Times several functions call by call in turn (a, b, a, b, ...), so drift of a shared machine hits all alike.
 
   Each function in `settle` gets an untimed call right before each timed one: a runtime's after-effects
-  (another library's spinning threads, its caches and heap) slowed the next short call of the other by up
-  to 10% (adjax's EBM score at 64² and 128² after a PyTorch call), which one call absorbs.
+  (another library's spinning threads, its caches and heap) slowed the next short call of the other (adjax's
+  EBM score right after a PyTorch call), which one call absorbs.
 
   Returns {name: {'median_ms', 'min_ms', 'max_ms'}}; with two functions also 'paired_ratio_median' under the
   first name: the median over rounds of (first's time / second's time) within the same round.
