@@ -48,7 +48,7 @@ class SummaryWriter:
       logdir = Path(logdir)
       logdir.mkdir(parents=True, exist_ok=True)
       # TensorBoard's naming; the counter keeps two writers of one process apart.
-      name = f'events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}.{next(_FILE_COUNTER)}'
+      name = f'events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.{next(_FILE_COUNTER)}'
       self._file = open(logdir / name, 'wb')  # pylint: disable=consider-using-with
       self._records = RecordWriter(self._file)
       self._write(event_pb2.Event(wall_time=time.time(), file_version='brain.Event:2'))
