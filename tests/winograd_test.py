@@ -1,4 +1,4 @@
-"""Winograd convolution: exact transforms, the same function as lax's convolution (values and gradients), where it runs."""
+"""Winograd convolution: exact transforms, the same function as lax's convolution (values, gradients), where it runs."""
 
 import jax
 from jax import lax

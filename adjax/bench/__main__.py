@@ -9,7 +9,8 @@ XLA's buffer size per device and the growth of the process's peak RSS, and for t
 step time spent waiting for the input pipeline over `--input_steps` real steps on the embedded textures.
 With `--torch`, equivalent PyTorch steps (`adjax.bench.torch_reference`) are timed in the same run, call by
 call in turn with adjax's (so drift of the machine hits both alike), and the time ratio adjax / torch is
-reported (< 1: adjax faster): of the medians, and the median of the per-round ratios. Prints a Markdown table; `--json` writes all rows.
+reported (< 1: adjax faster): of the medians, and the median of the per-round ratios. Prints a Markdown
+table; `--json` writes all rows.
 """
 
 import json
@@ -67,8 +68,9 @@ def run_case(case: bench_methods.Case, *, repeats: int, matmul_gflops: float, to
   """Compiles, counts and times one case; returns its row.
 
   With `torch_step` (a PyTorch reference call), both are warmed up and then timed call by call in turn,
-  so both see the same machine (calls under `SETTLE_BELOW_MS` after an untimed settling call); the row gains torch_* timings, `time_ratio_vs_torch` (ratio of medians)
-  and `paired_ratio_vs_torch` (median of the per-round ratios).
+  so both see the same machine (calls under `SETTLE_BELOW_MS` after an untimed settling call); the row
+  gains torch_* timings, `time_ratio_vs_torch` (ratio of medians) and `paired_ratio_vs_torch` (median of the
+  per-round ratios).
   """
   load, rss_before = os.getloadavg()[0], measure.max_rss_mb()
   compiled, facts = measure.compile_with_cost(case.fn, *case.args)
