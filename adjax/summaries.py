@@ -20,7 +20,6 @@ import itertools
 import os
 from pathlib import Path
 import socket
-import struct
 import time
 from typing import Any, Iterator, Mapping
 
@@ -29,7 +28,8 @@ import numpy as np
 from PIL import Image
 from tensorboard.compat.proto import event_pb2
 from tensorboard.compat.proto import summary_pb2
-from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
+from tensorboard.compat.tensorflow_stub import errors as tf_errors
+from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import PyRecordReader_New
 from tensorboard.plugins.hparams import summary_v2 as hparams_summary
 from tensorboard.plugins.image import metadata as image_metadata
 from tensorboard.plugins.scalar import metadata as scalar_metadata
@@ -114,18 +114,15 @@ def create_writer(logdir: str | os.PathLike | None, *, just_logging: bool = Fals
 def read_events(logdir: str | os.PathLike) -> Iterator[event_pb2.Event]:
   """Every event of every `events.out.tfevents.*` file in `logdir`, checksums verified, in file order."""
   for path in sorted(Path(logdir).glob('events.out.tfevents.*')):
-    data = path.read_bytes()
-    offset = 0
-    while offset < len(data):
-      header = data[offset:offset + 8]
-      (length,) = struct.unpack('<Q', header)
-      (header_crc,) = struct.unpack('<I', data[offset + 8:offset + 12])
-      record = data[offset + 12:offset + 12 + length]
-      (record_crc,) = struct.unpack('<I', data[offset + 12 + length:offset + 16 + length])
-      if masked_crc32c(header) != header_crc or masked_crc32c(record) != record_crc or len(record) != length:
-        raise ValueError(f'{path}: corrupt record at byte {offset}')
-      yield event_pb2.Event.FromString(record)
-      offset += 16 + length
+    reader = PyRecordReader_New(str(path))  # tensorboard's TensorFlow-free reader, RecordWriter's counterpart.
+    while True:
+      try:
+        reader.GetNext()
+      except tf_errors.OutOfRangeError:
+        break
+      except tf_errors.DataLossError as error:
+        raise ValueError(f'{path}: corrupt record ({error.message})') from error
+      yield event_pb2.Event.FromString(reader.record())
 
 
 def decode_image(value: summary_pb2.Summary.Value) -> np.ndarray:
