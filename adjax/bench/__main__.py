@@ -112,7 +112,7 @@ def run_case(case: bench_methods.Case, *, repeats: int, matmul_gflops: float, to
   return row
 
 
-def torch_step(variant: str, case: str, *, config):
+def torch_reference_step(variant: str, case: str, *, config):
   """The PyTorch reference call of a case (`adjax.bench.torch_reference`), or None where there is none."""
   from adjax.bench import torch_reference  # pylint: disable=g-import-not-at-top
   return torch_reference.make_case(variant, case, config=config)
@@ -146,7 +146,7 @@ def benchmark(*, method_names, sizes, batch_size: int, sgld_steps: int, repeats:
             config.model.update(ebm_model or {})
           matmul = measure.matmul_gflops()
           for case in bench_methods.build_cases(variant, config, method_name=name):
-            reference = torch_step(variant.name, case.case, config=config) if with_torch else None
+            reference = torch_reference_step(variant.name, case.case, config=config) if with_torch else None
             row = run_case(case, repeats=repeats, matmul_gflops=matmul, torch_step=reference)
             if with_torch and reference is None:
               row['torch_note'] = f'no torch reference for {variant.name}/{case.case}'

@@ -96,14 +96,13 @@ class WinogradRule(NamedTuple):
   output_tile: int
   min_channels: int  # Input and output channels.
   min_side: int  # Output height and width.
-  max_side: int
 
 
 # Per kernel size r. With fewer channels or smaller maps the transforms cost more than they save (`python
 # scripts/conv_speed.py --tables 7`). No rule for 2x2 (the EBM's space-to-depth layers): F(3x3, 2x2) ran
 # those layers 1.2-1.3x faster one by one (`--tables 8`) but the whole SGLD step no faster (A/B in
 # README, Performance). An empty dict turns Winograd off.
-WINOGRAD_RULES = {3: WinogradRule(output_tile=2, min_channels=128, min_side=14, max_side=1 << 30)}
+WINOGRAD_RULES = {3: WinogradRule(output_tile=2, min_channels=128, min_side=14)}
 
 
 def winograd_tile(x_shape: Sequence[int], kernel_shape: Sequence[int], padding: Padding) -> int | None:
@@ -112,7 +111,7 @@ def winograd_tile(x_shape: Sequence[int], kernel_shape: Sequence[int], padding: 
   if rule is None:
     return None
   sides = (_output_size(x_shape[1], kernel_shape[0], padding[0]), _output_size(x_shape[2], kernel_shape[1], padding[1]))
-  fits = (min(kernel_shape[2:]) >= rule.min_channels and rule.min_side <= min(sides) and max(sides) <= rule.max_side
+  fits = (min(kernel_shape[2:]) >= rule.min_channels and min(sides) >= rule.min_side
           and all(0 <= pad <= kernel_shape[0] - 1 for pair in padding for pad in pair))
   return rule.output_tile if fits else None
 
