@@ -29,8 +29,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()
   config.model.first_features = 32  # Table 3: 3x3 conv to 32 channels.
   config.model.features = (64, 128, 256, 256)  # Stride-2 4x4 convs; Table 3 has five (for 128x128).
-  # 'space_to_depth' (faster SGLD on CPU, same function) or 'direct' strided convs.
-  config.model.strided_impl = 'space_to_depth'
+  # Stride-2 convs: 'strided_vjp' (fastest SGLD on CPU), 'space_to_depth' or 'direct'; the same function
+  # (adjax.models.energy).
+  config.model.strided_impl = 'strided_vjp'
   # Input gradient of the stride-1 convs: 'hwio' (adjax.models.convolution, fast inside the SGLD scan on
   # CPU) or 'lax' (JAX's own rule); the same function.
   config.model.conv_vjp = 'hwio'

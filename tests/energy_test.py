@@ -157,22 +157,33 @@ def test_space_to_depth_conv_equals_strided_conv(height, width):
   np.testing.assert_allclose(energy.space_to_depth_conv(x, kernel), direct, rtol=1e-5, atol=1e-5)
 
 
-def test_strided_impls_give_same_energies_and_input_gradients_with_same_params():
-  """The two implementations share parameters (checkpoints load in either) and compute the same E, dE/dx."""
-  fast = energy.EnergyNet(first_features=4, features=(6, 8))
-  direct = energy.EnergyNet(first_features=4, features=(6, 8), strided_impl='direct')
+def test_strided_impls_give_same_energies_and_gradients_with_same_params():
+  """All implementations share parameters (checkpoints load in any) and compute the same E, dE/dx, dE/dparams."""
+  nets = {impl: energy.EnergyNet(first_features=4, features=(6, 8), strided_impl=impl)
+          for impl in energy.STRIDED_IMPLS}
   images = jax.random.normal(jax.random.key(4), (3, 16, 16, 3))
-  params = _random_params(fast, images.shape)
-  assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, _shapes(direct, images.shape))
-  for value_fast, value_direct in zip(
-      jax.value_and_grad(lambda x: jnp.sum(fast.apply(params, x)))(images),
-      jax.value_and_grad(lambda x: jnp.sum(direct.apply(params, x)))(images)):
-    np.testing.assert_allclose(value_fast, value_direct, rtol=1e-4, atol=1e-5)
-  # The input gradient of the space-to-depth form has no lhs-dilated convolution left.
-  jaxpr = jax.make_jaxpr(jax.grad(lambda x: jnp.sum(fast.apply(params, x))))(images)
-  dilated = [eqn for eqn in jaxpr.jaxpr.eqns if eqn.primitive.name == 'conv_general_dilated'
-             and any(d != 1 for d in eqn.params['lhs_dilation'])]
-  assert not dilated
+  params = _random_params(nets['direct'], images.shape)
+  results = {}
+  for impl, net in nets.items():
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, _shapes(net, images.shape))
+    total = lambda p, x, net=net: jnp.sum(net.apply(p, x))
+    results[impl] = jax.value_and_grad(total, argnums=(0, 1))(params, images)
+    # Only JAX's own rule ('direct') differentiates w.r.t. the input with lhs-dilated convolutions.
+    jaxpr = jax.make_jaxpr(jax.grad(total, argnums=1))(params, images)
+    dilated = [eqn for eqn in _all_eqns(jaxpr.jaxpr) if eqn.primitive.name == 'conv_general_dilated'
+               and any(d != 1 for d in eqn.params['lhs_dilation'])]
+    assert bool(dilated) == (impl == 'direct'), impl
+  reference = jax.tree.leaves(results.pop('direct'))
+  for impl, result in results.items():
+    for value, expected in zip(jax.tree.leaves(result), reference, strict=True):
+      np.testing.assert_allclose(value, expected, rtol=1e-4, atol=1e-5, err_msg=impl)
+
+
+def _all_eqns(jaxpr):
+  for eqn in jaxpr.eqns:
+    yield eqn
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      yield from _all_eqns(getattr(sub, 'jaxpr', sub))
 
 
 def test_unknown_strided_impl_raises():

@@ -39,7 +39,7 @@ _SGLD_STEPS = flags.DEFINE_integer('sgld_steps', 100, 'SGLD steps per chain (EBM
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed calls per case after one warm-up call.')
 _INPUT_STEPS = flags.DEFINE_integer('input_steps', 3, 'Real-pipeline train steps for the input-wait '
                                     'fraction (0: skip).')
-_STRIDED_IMPL = flags.DEFINE_enum('strided_impl', None, ['space_to_depth', 'direct'],
+_STRIDED_IMPL = flags.DEFINE_enum('strided_impl', None, ['strided_vjp', 'space_to_depth', 'direct'],
                                   "EBM stride-2 conv implementation (default: the config's).")
 _COMPUTE_DTYPE = flags.DEFINE_enum('compute_dtype', None, ['float32', 'bfloat16'],
                                    "EBM: config.model.compute_dtype (default: the preset's, float32).")

@@ -40,7 +40,7 @@ def build_model(config) -> energy.EnergyNet:
   if compute_dtype not in COMPUTE_DTYPES:
     raise InputError(f"config.model.compute_dtype: 'float32' or 'bfloat16', got {compute_dtype!r}")
   return energy.EnergyNet(first_features=config.model.first_features, features=tuple(config.model.features),
-                          strided_impl=config.model.get('strided_impl', 'space_to_depth'),
+                          strided_impl=config.model.get('strided_impl', 'strided_vjp'),
                           conv_vjp=config.model.get('conv_vjp', 'hwio'),
                           dtype=COMPUTE_DTYPES[compute_dtype])
 

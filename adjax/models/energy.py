@@ -12,12 +12,17 @@ image, and its gradient w.r.t. that image, do not depend on the rest of the batc
 
 Sign convention: low energy = likely, p(x) ∝ exp(-E(x)).
 
-Speed: a 4x4 stride-2 conv is computed, by default, as space-to-depth followed by a 2x2 stride-1 conv
-over the four phase channels (`space_to_depth_conv`; the same function, the same parameters). Its input
-gradient, which is all an SGLD chain computes, is then an ordinary convolution instead of a dilated one
-that XLA:CPU runs slowly; `strided_impl='direct'` keeps the plain strided conv. The stride-1 convs
-use `adjax.models.convolution.conv2d` (`conv_vjp='hwio'`, default), whose input gradient XLA:CPU keeps
-fast inside the SGLD chain's `lax.scan`; `conv_vjp='lax'` uses JAX's own rule. Both are the same function.
+Speed: a 4x4 stride-2 conv runs, by default (`strided_impl='strided_vjp'`), as XLA's own strided conv
+with `adjax.models.convolution.strided_conv2d`'s input gradient: one stride-1 conv giving the four phases
+of dL/dx, then depth-to-space, instead of JAX's lhs-dilated conv that XLA:CPU runs slowly. The input
+gradient is all an SGLD chain computes. `strided_impl='space_to_depth'` computes the conv itself as
+space-to-depth + a 2x2 stride-1 conv over the phase channels (`space_to_depth_conv`; its input gradient
+has the same form). It was the default until the phase transposes of every activation turned out to cost
+more than XLA's strided forward conv (`python -m adjax.bench --strided_impl=...` compares them);
+`'direct'` is the plain strided conv with JAX's rule. The stride-1 convs use
+`adjax.models.convolution.conv2d` (`conv_vjp='hwio'`, default), whose input gradient XLA:CPU keeps fast
+inside the SGLD chain's `lax.scan`; `conv_vjp='lax'` uses JAX's own rule. All are the same function with
+the same parameters.
 """
 
 import math
@@ -62,6 +67,7 @@ _TORCH_KERNEL_INIT = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform'
 
 
 CONV_VJPS = ('hwio', 'lax')
+STRIDED_IMPLS = ('strided_vjp', 'space_to_depth', 'direct')
 
 
 def _stride1_conv(x, kernel, padding, conv_vjp):
@@ -102,7 +108,7 @@ class DownConv(nn.Module):
   features: int
   kernel_init: Any = nn.initializers.lecun_normal()
   bias_init: Any = nn.initializers.zeros
-  impl: str = 'space_to_depth'
+  impl: str = 'strided_vjp'
   dtype: Any = None
   conv_vjp: str = 'hwio'
 
@@ -112,13 +118,15 @@ class DownConv(nn.Module):
     bias = self.param('bias', self.bias_init, (self.features,))
     dtype = self.dtype or jnp.result_type(x, kernel)
     x, kernel, bias = (value.astype(dtype) for value in (x, kernel, bias))
-    if self.impl == 'space_to_depth':
+    if self.impl == 'strided_vjp':
+      y = convolution.strided_conv2d(x, kernel, ((1, 1), (1, 1)))
+    elif self.impl == 'space_to_depth':
       y = space_to_depth_conv(x, kernel, conv_vjp=self.conv_vjp)
     elif self.impl == 'direct':
       y = jax.lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)),
                                        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     else:
-      raise errors.InputError(f"EnergyNet strided_impl must be 'space_to_depth' or 'direct', got {self.impl!r}")
+      raise errors.InputError(f'EnergyNet strided_impl must be one of {STRIDED_IMPLS}, got {self.impl!r}')
     return y + bias
 
 
@@ -143,14 +151,15 @@ class EnergyNet(nn.Module):
       (lecun_normal kernels, zero biases).
     dtype: compute dtype of the convs (None = from the inputs/params); energies come back in at
       least float32.
-    strided_impl: 'space_to_depth' (default, faster input gradients) or 'direct' for the stride-2 convs.
+    strided_impl: the stride-2 convs: 'strided_vjp' (default; strided conv, phase-wise input gradient),
+      'space_to_depth' or 'direct' (module docstring); the same function and parameters.
     conv_vjp: 'hwio' (default; `convolution.conv2d` for the stride-1 convs) or 'lax' (JAX's rule).
   """
   first_features: int = 32
   features: Sequence[int] = TABLE3_FEATURES
   initialization: str = 'pytorch'
   dtype: Any = None
-  strided_impl: str = 'space_to_depth'
+  strided_impl: str = 'strided_vjp'
   conv_vjp: str = 'hwio'
 
   def _inits(self, fan_in):
