@@ -53,6 +53,33 @@ def test_ssim_map_matches_skimage(data_range, channels):
     np.testing.assert_allclose(ours[b, 5:-5, 5:-5].mean(), mean, atol=1e-5)
 
 
+@pytest.mark.parametrize('shape,window_size', [((2, 21, 18, 3), 11), ((1, 4, 3, 2), 11), ((2, 9, 12, 1), 7)])
+def test_gaussian_blur_and_its_vjp_match_scipy_and_autodiff_of_a_gather_form(shape, window_size):
+  """The shifted-slice blur equals scipy's 'reflect' filter; its custom VJP equals JAX's VJP of a plain form.
+
+  (4, 3) is smaller than the window's radius: the padding reflects more than once, as numpy's 'symmetric'.
+  """
+  rng = np.random.default_rng(7)
+  images = rng.normal(size=shape).astype(np.float32)
+  cotangent = jnp.asarray(rng.normal(size=shape).astype(np.float32))
+  window = reconstruction._gaussian_window(window_size, 1.5)  # pylint: disable=protected-access
+
+  def gather_form(x):  # The filter as indices into the reflected image: linear, and JAX's own VJP.
+    for axis in (1, 2):
+      length = x.shape[axis]
+      padded = jnp.take(x, np.pad(np.arange(length), window_size // 2, mode='symmetric'), axis=axis)
+      x = sum(tap * jax.lax.slice_in_dim(padded, k, k + length, axis=axis) for k, tap in enumerate(window))
+    return x
+
+  blur = jax.jit(reconstruction._gaussian_blur, static_argnums=1)  # pylint: disable=protected-access
+  expected = ndimage.correlate1d(ndimage.correlate1d(images, window, axis=1, mode='reflect'), window, axis=2,
+                                 mode='reflect')
+  np.testing.assert_allclose(blur(images, window), expected, rtol=1e-5, atol=1e-6)
+  (ours,) = jax.vjp(lambda x: blur(x, window), jnp.asarray(images))[1](cotangent)
+  (reference,) = jax.vjp(gather_form, jnp.asarray(images))[1](cotangent)
+  np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6)
+
+
 def test_ssim_loss_maps():
   x, y = _image_pair(2)
   ssim = np.asarray(ssim_map(x, y, data_range=2.0))

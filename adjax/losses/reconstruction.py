@@ -17,6 +17,7 @@ use `optax.softmax_cross_entropy_with_integer_labels(logits [batch, classes], la
 Losses return unreduced values; reductions and `lax.pmean` belong to the train step.
 """
 
+import functools
 from typing import Callable, Sequence
 
 import jax
@@ -46,29 +47,62 @@ def l1_map(x: jax.Array, y: jax.Array) -> jax.Array:
   return jnp.abs(x - y)
 
 
-def _gaussian_window(window_size: int, sigma: float) -> jax.Array:
-  """Normalised 1-D Gaussian [window_size] (scipy's taps for radius = window_size // 2)."""
+def _gaussian_window(window_size: int, sigma: float) -> tuple[float, ...]:
+  """Normalised 1-D Gaussian taps [window_size] (scipy's taps for radius = window_size // 2)."""
   if window_size < 1 or window_size % 2 != 1:
     raise InputError(f'SSIM window_size must be a positive odd integer, got {window_size}')
   if sigma <= 0:
     raise InputError(f'SSIM sigma must be > 0, got {sigma}')
-  offsets = jnp.arange(window_size, dtype=jnp.float32) - window_size // 2
-  taps = jnp.exp(-0.5 * jnp.square(offsets / sigma))
-  return taps / jnp.sum(taps)
+  offsets = np.arange(window_size, dtype=np.float32) - window_size // 2
+  taps = np.exp(-0.5 * np.square(offsets / np.float32(sigma)))
+  return tuple(float(tap) for tap in taps / np.sum(taps))
 
 
-def _gaussian_blur(images: jax.Array, window: jax.Array) -> jax.Array:
-  """Separable Gaussian filter of [batch, height, width, channels], 'reflect' borders (as scipy)."""
-  size = window.shape[0]
+def _pad_axis(images: jax.Array, axis: int, width: int, mode: str) -> jax.Array:
+  widths = [(0, 0)] * images.ndim
+  widths[axis] = (width, width)
+  return jnp.pad(images, widths, mode=mode)
+
+
+def _correlate_valid(padded: jax.Array, window: Sequence[float], axis: int) -> jax.Array:
+  """sum_k window[k] * padded[..., i + k, ...] along `axis`: the 'valid' correlation as shifted slices."""
+  # Materialised first: fused into the shifted sum, the padding (a concatenation of reversed slices, or
+  # zeros) is recomputed for every tap and every element, and XLA:CPU ran the SSIM blur 15x slower (the
+  # LAMP score at 256², `python -m adjax.bench --methods reconstruction`).
+  padded = jax.lax.optimization_barrier(padded)
+  length = padded.shape[axis] - len(window) + 1
+  return sum(tap * jax.lax.slice_in_dim(padded, k, k + length, axis=axis) for k, tap in enumerate(window))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _gaussian_blur(images: jax.Array, window: tuple[float, ...]) -> jax.Array:
+  """Separable filter `window` of [batch, height, width, channels], 'reflect' borders (as scipy).
+
+  scipy.ndimage's 'reflect' (d c b a | a b c d) is numpy's 'symmetric' padding. Shifted slices instead of a
+  depthwise convolution, which XLA:CPU compiles and runs slowly; the VJP is the same filter's transpose.
+  """
   for axis in (1, 2):
-    length = images.shape[axis]
-    # scipy.ndimage 'reflect' (d c b a | a b c d) is numpy's 'symmetric' padding; a constant
-    # gather plus shifted sums compiles much faster on XLA:CPU than a depthwise convolution.
-    index = np.pad(np.arange(length), size // 2, mode='symmetric')
-    padded = jnp.take(images, index, axis=axis)
-    images = sum(window[k] * jax.lax.slice_in_dim(padded, k, k + length, axis=axis)
-                 for k in range(size))
+    images = _correlate_valid(_pad_axis(images, axis, len(window) // 2, 'symmetric'), window, axis)
   return images
+
+
+def _gaussian_blur_forward(images, window):
+  return _gaussian_blur(images, window), images.shape
+
+
+def _gaussian_blur_backward(window, shape, grad):
+  # Per axis, y = correlate(pad(x)) has the transpose x_bar = pad^T(correlate(zero_pad(y_bar), reversed
+  # window)): the correlation with zeros around is the full convolution; pad^T folds the reflected
+  # borders back onto the pixels they copied (JAX transposes the linear pad).
+  radius = len(window) // 2
+  for axis in (2, 1):
+    full = _correlate_valid(_pad_axis(grad, axis, 2 * radius, 'constant'), window[::-1], axis)
+    (grad,) = jax.linear_transpose(lambda x, axis=axis: _pad_axis(x, axis, radius, 'symmetric'),
+                                   jax.ShapeDtypeStruct(tuple(shape), grad.dtype))(full)
+  return (grad,)
+
+
+_gaussian_blur.defvjp(_gaussian_blur_forward, _gaussian_blur_backward)
 
 
 def _ssim_terms(x, y, *, data_range, window_size, sigma, k1, k2):
