@@ -20,6 +20,11 @@
    and 64²) through
    XLA's convolution and by Winograd's F(2x2, 2x2), F(3x3, 2x2) and F(4x4, 2x2): forward + input gradient (an
    SGLD step's work), ms per call; then the whole SGLD step with and without F(3x3, 2x2) on those layers.
+9. The EBM's stride-2 convs by each `strided_impl` (`adjax.models.energy`): one SGLD step and the forward
+   pass alone at 64² and 128², calls interleaved.
+10. The SSIM blur (`adjax.losses.reconstruction`, the LAMP and CAE score maps: batch 16, 256², 3 channels' 5
+   moments) with the reflected padding fused into the 11 shifted sums (a gather, as before stop 19) vs
+   materialised first (`_correlate_valid`): forward, and forward + gradient.
 `--tables 2,6` runs some of them.
 """
 
@@ -37,6 +42,7 @@ from jax import lax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from adjax.losses import reconstruction  # pylint: disable=g-import-not-at-top,wrong-import-position
 from adjax.models import convolution  # pylint: disable=g-import-not-at-top,wrong-import-position
 from adjax.models import energy  # pylint: disable=g-import-not-at-top,wrong-import-position
 from adjax.models import pooling  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -229,7 +235,7 @@ def winograd_2x2_table(args):
   rules = convolution.WINOGRAD_RULES
   variants = {'direct': rules, 'F(3x3, 2x2)': {**rules, 2: convolution.WinogradRule(3, 64, 12)}}
   for size in (64, 128):
-    net = energy.EnergyNet(features=energy.features_for(size))
+    net = energy.EnergyNet(features=energy.features_for(size), strided_impl='space_to_depth')
     x = jax.random.uniform(jax.random.key(0), (BATCH, size, size, 3), minval=-1, maxval=1)
     params = net.init(jax.random.key(1), x)
     steps = {}
@@ -248,8 +254,62 @@ def winograd_2x2_table(args):
           ', '.join(f'{name} {np.median(t):.1f} ({np.min(t):.1f})' for name, t in times.items()))
 
 
+def interleaved_ms(calls: dict, *, repeats: int) -> dict[str, tuple[float, float]]:
+  """(median, min) ms of each no-argument call, timed in turn (a, b, a, b, ...) after one warm-up each."""
+  for call in calls.values():
+    jax.block_until_ready(call())
+  times = {name: [] for name in calls}
+  for _ in range(repeats):
+    for name, call in calls.items():
+      start = time.perf_counter()
+      jax.block_until_ready(call())
+      times[name].append((time.perf_counter() - start) * 1e3)
+  return {name: (float(np.median(t)), float(np.min(t))) for name, t in times.items()}
+
+
+def strided_impl_table(args):
+  print(f'\nEBM stride-2 convs by strided_impl, batch {BATCH}, ms per call (median (min) of '
+        f'{3 * args.repeats} interleaved calls):')
+  print('| size | pass | ' + ' | '.join(energy.STRIDED_IMPLS) + ' |\n|---|---|' + '---|' * len(energy.STRIDED_IMPLS))
+  for size in (64, 128):
+    x = jax.random.uniform(jax.random.key(0), (BATCH, size, size, 3), minval=-1, maxval=1)
+    nets = {impl: energy.EnergyNet(features=energy.features_for(size), strided_impl=impl)
+            for impl in energy.STRIDED_IMPLS}
+    params = nets['direct'].init(jax.random.key(1), x)  # The same parameters for every implementation.
+    passes = {'SGLD step': lambda net, p, x: jnp.clip(x - jax.grad(lambda x: jnp.sum(net.apply(p, x)))(x), -1, 1),
+              'forward': lambda net, p, x: net.apply(p, x)}
+    for name, fn in passes.items():
+      compiled = {impl: jax.jit(functools.partial(fn, net)).lower(params, x).compile() for impl, net in nets.items()}
+      times = interleaved_ms({impl: functools.partial(c, params, x) for impl, c in compiled.items()},
+                             repeats=3 * args.repeats)
+      print(f'| {size}² | {name} | ' + ' | '.join(f'{m:.1f} ({low:.1f})' for m, low in times.values()) + ' |')
+
+
+def _gather_blur(images, window):
+  """The SSIM blur as before stop 19: reflected indices gathered inside the shifted sums."""
+  for axis in (1, 2):
+    length = images.shape[axis]
+    padded = jnp.take(images, np.pad(np.arange(length), len(window) // 2, mode='symmetric'), axis=axis)
+    images = sum(tap * lax.slice_in_dim(padded, k, k + length, axis=axis) for k, tap in enumerate(window))
+  return images
+
+
+def ssim_blur_table(args):
+  print(f'\nSSIM Gaussian blur (11 taps, sigma 1.5) of [{BATCH}, 256, 256, 15], ms per call (median (min) of '
+        f'{3 * args.repeats} interleaved calls):')
+  print('| pass | padding fused into the sums (gather) | padding materialised (default) |\n|---|---|---|')
+  window = reconstruction._gaussian_window(11, 1.5)  # pylint: disable=protected-access
+  x = jax.random.normal(jax.random.key(0), (BATCH, 256, 256, 15))
+  blurs = {'gather': _gather_blur, 'materialised': reconstruction._gaussian_blur}  # pylint: disable=protected-access
+  for name, wrap in (('forward', lambda blur: lambda x: blur(x, window)),
+                     ('forward + gradient', lambda blur: jax.grad(lambda x: jnp.sum(jnp.sin(blur(x, window)))))):
+    compiled = {impl: jax.jit(wrap(blur)).lower(x).compile() for impl, blur in blurs.items()}
+    times = interleaved_ms({impl: functools.partial(c, x) for impl, c in compiled.items()}, repeats=3 * args.repeats)
+    print(f'| {name} | ' + ' | '.join(f'{m:.1f} ({low:.1f})' for m, low in times.values()) + ' |')
+
+
 TABLES = (sgld_table, im2col_table, few_outputs_table, upsample_table, strided_table, pool_table,
-          winograd_table, winograd_2x2_table)
+          winograd_table, winograd_2x2_table, strided_impl_table, ssim_blur_table)
 
 
 def main():
@@ -257,7 +317,7 @@ def main():
   parser.add_argument('--size', type=int, default=64, help='EBM image size (4 * 2**k).')
   parser.add_argument('--steps', type=int, default=10, help='SGLD steps per timed chain.')
   parser.add_argument('--repeats', type=int, default=5)
-  parser.add_argument('--tables', default='1,2,3,4,5,6,7,8', help='Which of the tables above to measure.')
+  parser.add_argument('--tables', default='1,2,3,4,5,6,7,8,9,10', help='Which of the tables above to measure.')
   args = parser.parse_args()
   for number in sorted({int(number) for number in args.tables.split(',')}):
     TABLES[number - 1](args)
