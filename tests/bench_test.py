@@ -101,6 +101,17 @@ def test_interleaved_timings_alternate_and_pair_the_rounds(monkeypatch):
     measure.interleaved_timings_ms({'a': lambda: None}, repeats=0)
 
 
+def test_cpu_model_names_the_cpu_and_its_vector_units(tmp_path):
+  cpuinfo = tmp_path / 'cpuinfo'
+  processor = 'processor\t: {}\nmodel name\t: Example CPU 9000\nflags\t\t: fpu sse2 avx2 fma{}\n'
+  cpuinfo.write_text(processor.format(0, ' avx512f amx_tile') + '\n' + processor.format(1, ' avx512f amx_tile'))
+  assert bench_main.cpu_model(str(cpuinfo)) == 'Example CPU 9000 (AVX2, AVX-512, AMX)'
+  cpuinfo.write_text(processor.format(0, ''))
+  assert bench_main.cpu_model(str(cpuinfo)) == 'Example CPU 9000 (AVX2)'
+  assert bench_main.cpu_model(str(tmp_path / 'missing')) == ''
+  assert 'cpu_model' in bench_main.environment()
+
+
 def test_leading_resize_scales_with_the_size():
   spec = 'resize(240)|confetti(0.5)|crop_or_resize({image_size})'
   assert bench_methods._rescale_leading_resize(spec, size=112, paper_size=224) == (

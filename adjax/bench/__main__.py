@@ -53,10 +53,28 @@ _DATA_DIR = flags.DEFINE_string('data_dir', '', "tfds data_dir of the embedded t
 _JSON = flags.DEFINE_string('json', None, 'Also write the environment and all rows to this JSON file.')
 
 
+def cpu_model(cpuinfo: str = '/proc/cpuinfo') -> str:
+  """The CPU's model name and its widest vector units (Linux), e.g. 'AMD EPYC (AVX2)'; '' if unknown.
+
+  Machines of one kind differ between sessions (an AVX-512 + AMX Xeon, an AVX2 EPYC), and the ratios to
+  PyTorch with them, so every result records which it ran on.
+  """
+  try:
+    with open(cpuinfo, encoding='utf-8') as file:
+      fields = dict(line.split(':', 1) for line in file.read().split('\n\n')[0].splitlines() if ':' in line)
+  except OSError:
+    return ''
+  fields = {key.strip(): value.strip() for key, value in fields.items()}
+  flags_ = set(fields.get('flags', '').split())
+  units = [name for name, flag in (('AVX2', 'avx2'), ('AVX-512', 'avx512f'), ('AMX', 'amx_tile')) if flag in flags_]
+  return f"{fields.get('model name', '')} ({', '.join(units) or 'no AVX2'})".strip()
+
+
 def environment() -> dict:
   return {'jax': jax.__version__, 'devices': jax.local_device_count(), 'platform': jax.default_backend(),
           'xla_flags': os.environ.get('XLA_FLAGS', ''), 'cpu_count': os.cpu_count(),
-          'machine': platform.processor() or platform.machine(), 'load_average': os.getloadavg()}
+          'machine': platform.processor() or platform.machine(), 'cpu_model': cpu_model(),
+          'load_average': os.getloadavg()}
 
 
 # Cases whose warm-up call took less than this get an untimed settling call before each timed one when
@@ -212,7 +230,8 @@ def main(argv):
             '(pip install torch==2.13.0)', file=sys.stderr)
       _TORCH.value = False
   env = environment()
-  print(f'jax {env["jax"]}, {env["devices"]} device(s) ({env["platform"]}, {env["cpu_count"]} CPUs), '
+  print(f'jax {env["jax"]}, {env["devices"]} device(s) ({env["platform"]}, {env["cpu_count"]} CPUs, '
+        f'{env["cpu_model"] or "CPU model unknown"}), '
         f'XLA_FLAGS={env["xla_flags"]!r}, load average {env["load_average"]}', flush=True)
   print('| ' + ' | '.join(COLUMNS) + ' |\n' + '|' + '---|' * len(COLUMNS), flush=True)
   rows = benchmark(method_names=names, sizes=_SIZES.value, batch_size=_BATCH.value,
