@@ -67,8 +67,8 @@ def _pad_axis(images: jax.Array, axis: int, width: int, mode: str) -> jax.Array:
 def _correlate_valid(padded: jax.Array, window: Sequence[float], axis: int) -> jax.Array:
   """sum_k window[k] * padded[..., i + k, ...] along `axis`: the 'valid' correlation as shifted slices."""
   # Materialised first: fused into the shifted sum, the padding (a concatenation of reversed slices, or
-  # zeros) is recomputed for every tap and every element, and XLA:CPU ran the SSIM blur 15x slower (the
-  # LAMP score at 256², `python -m adjax.bench --methods reconstruction`).
+  # zeros) is recomputed for every tap and every element, and XLA:CPU ran the SSIM blur 15x slower
+  # (`python scripts/conv_speed.py --tables 10`).
   padded = jax.lax.optimization_barrier(padded)
   length = padded.shape[axis] - len(window) + 1
   return sum(tap * jax.lax.slice_in_dim(padded, k, k + length, axis=axis) for k, tap in enumerate(window))

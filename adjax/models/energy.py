@@ -18,7 +18,7 @@ of dL/dx, then depth-to-space, instead of JAX's lhs-dilated conv that XLA:CPU ru
 gradient is all an SGLD chain computes. `strided_impl='space_to_depth'` computes the conv itself as
 space-to-depth + a 2x2 stride-1 conv over the phase channels (`space_to_depth_conv`; its input gradient
 has the same form). It was the default until the phase transposes of every activation turned out to cost
-more than XLA's strided forward conv (`python -m adjax.bench --strided_impl=...` compares them);
+more than XLA's strided forward conv (`python scripts/conv_speed.py --tables 9` compares all three);
 `'direct'` is the plain strided conv with JAX's rule. The stride-1 convs use
 `adjax.models.convolution.conv2d` (`conv_vjp='hwio'`, default), whose input gradient XLA:CPU keeps fast
 inside the SGLD chain's `lax.scan`; `conv_vjp='lax'` uses JAX's own rule. All are the same function with
