@@ -42,6 +42,7 @@ from jax import lax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from adjax.bench import measure  # pylint: disable=g-import-not-at-top,wrong-import-position
 from adjax.losses import reconstruction  # pylint: disable=g-import-not-at-top,wrong-import-position
 from adjax.models import convolution  # pylint: disable=g-import-not-at-top,wrong-import-position
 from adjax.models import energy  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -49,6 +50,11 @@ from adjax.models import pooling  # pylint: disable=g-import-not-at-top,wrong-im
 from adjax.models import winograd  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 BATCH = 16
+
+
+def _blocking(fn, *args):
+  """A no-argument call of fn(*args) that waits for the result (as `measure.interleaved_timings_ms` times it)."""
+  return lambda: jax.block_until_ready(fn(*args))
 
 
 def median_ms(fn, *, repeats: int) -> float:
@@ -244,27 +250,10 @@ def winograd_2x2_table(args):
       step = lambda p, x: jnp.clip(x - jax.grad(lambda x: jnp.sum(net.apply(p, x)))(x), -1, 1)
       steps[name] = jax.jit(step).lower(params, x).compile()
     convolution.WINOGRAD_RULES = rules
-    times = {name: [] for name in steps}
-    for _ in range(3 * args.repeats):
-      for name, step in steps.items():
-        start = time.perf_counter()
-        jax.block_until_ready(step(params, x))
-        times[name].append((time.perf_counter() - start) * 1e3)
+    times = measure.interleaved_timings_ms({name: _blocking(step, params, x) for name, step in steps.items()},
+                                           repeats=3 * args.repeats)
     print(f'SGLD step at {size}², ms (median, min over {3 * args.repeats} interleaved calls): ' +
-          ', '.join(f'{name} {np.median(t):.1f} ({np.min(t):.1f})' for name, t in times.items()))
-
-
-def interleaved_ms(calls: dict, *, repeats: int) -> dict[str, tuple[float, float]]:
-  """(median, min) ms of each no-argument call, timed in turn (a, b, a, b, ...) after one warm-up each."""
-  for call in calls.values():
-    jax.block_until_ready(call())
-  times = {name: [] for name in calls}
-  for _ in range(repeats):
-    for name, call in calls.items():
-      start = time.perf_counter()
-      jax.block_until_ready(call())
-      times[name].append((time.perf_counter() - start) * 1e3)
-  return {name: (float(np.median(t)), float(np.min(t))) for name, t in times.items()}
+          ', '.join(f"{name} {t['median_ms']:.1f} ({t['min_ms']:.1f})" for name, t in times.items()))
 
 
 def strided_impl_table(args):
@@ -280,9 +269,10 @@ def strided_impl_table(args):
               'forward': lambda net, p, x: net.apply(p, x)}
     for name, fn in passes.items():
       compiled = {impl: jax.jit(functools.partial(fn, net)).lower(params, x).compile() for impl, net in nets.items()}
-      times = interleaved_ms({impl: functools.partial(c, params, x) for impl, c in compiled.items()},
-                             repeats=3 * args.repeats)
-      print(f'| {size}² | {name} | ' + ' | '.join(f'{m:.1f} ({low:.1f})' for m, low in times.values()) + ' |')
+      times = measure.interleaved_timings_ms({impl: _blocking(c, params, x) for impl, c in compiled.items()},
+                                             repeats=3 * args.repeats)
+      print(f'| {size}² | {name} | ' + ' | '.join(f"{t['median_ms']:.1f} ({t['min_ms']:.1f})" for t in times.values())
+            + ' |')
 
 
 def _gather_blur(images, window):
@@ -304,8 +294,9 @@ def ssim_blur_table(args):
   for name, wrap in (('forward', lambda blur: lambda x: blur(x, window)),
                      ('forward + gradient', lambda blur: jax.grad(lambda x: jnp.sum(jnp.sin(blur(x, window)))))):
     compiled = {impl: jax.jit(wrap(blur)).lower(x).compile() for impl, blur in blurs.items()}
-    times = interleaved_ms({impl: functools.partial(c, x) for impl, c in compiled.items()}, repeats=3 * args.repeats)
-    print(f'| {name} | ' + ' | '.join(f'{m:.1f} ({low:.1f})' for m, low in times.values()) + ' |')
+    times = measure.interleaved_timings_ms({impl: _blocking(c, x) for impl, c in compiled.items()},
+                                           repeats=3 * args.repeats)
+    print(f'| {name} | ' + ' | '.join(f"{t['median_ms']:.1f} ({t['min_ms']:.1f})" for t in times.values()) + ' |')
 
 
 TABLES = (sgld_table, im2col_table, few_outputs_table, upsample_table, strided_table, pool_table,

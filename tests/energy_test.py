@@ -8,6 +8,7 @@ import pytest
 from adjax import errors
 from adjax import sampling
 from adjax.models import energy
+from jaxpr_helpers import equations  # pylint: disable=g-bad-import-order
 from jaxpr_helpers import primitive_names  # pylint: disable=g-bad-import-order
 
 
@@ -170,20 +171,13 @@ def test_strided_impls_give_same_energies_and_gradients_with_same_params():
     results[impl] = jax.value_and_grad(total, argnums=(0, 1))(params, images)
     # Only JAX's own rule ('direct') differentiates w.r.t. the input with lhs-dilated convolutions.
     jaxpr = jax.make_jaxpr(jax.grad(total, argnums=1))(params, images)
-    dilated = [eqn for eqn in _all_eqns(jaxpr.jaxpr) if eqn.primitive.name == 'conv_general_dilated'
+    dilated = [eqn for eqn in equations(jaxpr) if eqn.primitive.name == 'conv_general_dilated'
                and any(d != 1 for d in eqn.params['lhs_dilation'])]
     assert bool(dilated) == (impl == 'direct'), impl
   reference = jax.tree.leaves(results.pop('direct'))
   for impl, result in results.items():
     for value, expected in zip(jax.tree.leaves(result), reference, strict=True):
       np.testing.assert_allclose(value, expected, rtol=1e-4, atol=1e-5, err_msg=impl)
-
-
-def _all_eqns(jaxpr):
-  for eqn in jaxpr.eqns:
-    yield eqn
-    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-      yield from _all_eqns(getattr(sub, 'jaxpr', sub))
 
 
 def test_unknown_strided_impl_raises():
