@@ -5,8 +5,14 @@ import os
 import shutil
 import tempfile
 
-os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                           ' --xla_force_host_platform_device_count=2').strip()
+# Test programs are small and compile-bound: LLVM at optimisation level 1 instead of XLA's default 2 cuts
+# compile times (README, Tests); XLA's HLO passes (fusion, layouts) still run, so what is computed is the
+# same. Level 0 compiles faster still, but XLA's own convolution loops (lhs-dilated input gradients) then
+# run so slowly that SGLD chains dominate. An explicit value in XLA_FLAGS wins over either flag here.
+_TEST_XLA_FLAGS = ('--xla_force_host_platform_device_count=2', '--xla_backend_optimization_level=1')
+_present = {flag.split('=')[0] for flag in os.environ.get('XLA_FLAGS', '').split()}
+os.environ['XLA_FLAGS'] = ' '.join([os.environ.get('XLA_FLAGS', '')] + [
+    flag for flag in _TEST_XLA_FLAGS if flag.split('=')[0] not in _present]).strip()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # One persistent compilation cache for the session, shared with the subprocess runs (CLI, notebooks, sweep,
@@ -20,7 +26,7 @@ atexit.register(shutil.rmtree, _COMPILATION_CACHE, ignore_errors=True)
 
 from adjax import xla_options  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-xla_options.set_defaults()  # Tests run with the options users get from `python -m adjax.main`.
+xla_options.set_defaults()  # The XLA options users get from `python -m adjax.main`.
 
 
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -41,8 +41,10 @@ def _free_port() -> int:
 
 
 def _start(workdir, data_dir, *extra, devices: int, log: Path):
+  flags = [flag for flag in os.environ.get('XLA_FLAGS', '').split()  # conftest's, with this device count.
+           if not flag.startswith('--xla_force_host_platform_device_count=')]
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', JAX_PLATFORMS='cpu',
-             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+             XLA_FLAGS=' '.join(flags + [f'--xla_force_host_platform_device_count={devices}']))
   command = [sys.executable, '-m', 'adjax.main', f'--config={REPO}/configs/ebm.py:smoke',
              f'--workdir={workdir}', f'--config.data.data_dir={data_dir}', '--config.train.num_steps=4',
              '--config.ebm.sgld_steps=2', *extra]
