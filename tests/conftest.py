@@ -8,11 +8,12 @@ import tempfile
 # Test programs are small and compile-bound: LLVM at optimisation level 1 instead of XLA's default 2 cuts
 # compile times (README, Tests); XLA's HLO passes (fusion, layouts) still run, so what is computed is the
 # same. Level 0 compiles faster still, but XLA's own convolution loops (lhs-dilated input gradients) then
-# run so slowly that SGLD chains dominate. An explicit value in XLA_FLAGS wins over either flag here.
-_TEST_XLA_FLAGS = ('--xla_force_host_platform_device_count=2', '--xla_backend_optimization_level=1')
-_present = {flag.split('=')[0] for flag in os.environ.get('XLA_FLAGS', '').split()}
-os.environ['XLA_FLAGS'] = ' '.join([os.environ.get('XLA_FLAGS', '')] + [
-    flag for flag in _TEST_XLA_FLAGS if flag.split('=')[0] not in _present]).strip()
+# run so slowly that SGLD chains dominate. An optimisation level already in XLA_FLAGS wins.
+_flags = [flag for flag in os.environ.get('XLA_FLAGS', '').split()
+          if not flag.startswith('--xla_force_host_platform_device_count=')]
+if not any(flag.startswith('--xla_backend_optimization_level=') for flag in _flags):
+  _flags.append('--xla_backend_optimization_level=1')
+os.environ['XLA_FLAGS'] = ' '.join(_flags + ['--xla_force_host_platform_device_count=2'])
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # One persistent compilation cache for the session, shared with the subprocess runs (CLI, notebooks, sweep,
