@@ -25,6 +25,8 @@
 10. The SSIM blur (`adjax.losses.reconstruction`, the LAMP and CAE score maps: batch 16, 256², 3 channels' 5
    moments) with the reflected padding fused into the 11 shifted sums (a gather, as before stop 19) vs
    materialised first (`_correlate_valid`): forward, and forward + gradient.
+11. 2x2 max pooling outside differentiation as a reduction vs as maxima of the four window phases (the
+   default, `adjax.models.pooling`), in whole `adjax.bench` cases: FCDD's and the CAE's scores and train steps.
 `--tables 2,6` runs some of them.
 """
 
@@ -299,8 +301,46 @@ def ssim_blur_table(args):
     print(f'| {name} | ' + ' | '.join(f"{t['median_ms']:.1f} ({t['min_ms']:.1f})" for t in times.values()) + ' |')
 
 
+@jax.custom_vjp
+def _reduce_max_pool(x):
+  """`pooling.max_pool_2x2` with the reduction outside differentiation too (as before stop 20)."""
+  return jnp.max(pooling._windows(x), axis=(2, 4))  # pylint: disable=protected-access
+
+
+_reduce_max_pool.defvjp(lambda x: (_reduce_max_pool(x), (x, _reduce_max_pool(x))),
+                        pooling._backward)  # pylint: disable=protected-access
+
+
+def pool_form_table(args):
+  from adjax.bench import methods as bench_methods  # pylint: disable=g-import-not-at-top
+  print(f'\nMax pooling outside differentiation, whole bench cases (batch {BATCH}), ms per call (median (min) of '
+        f'{3 * args.repeats} interleaved calls):')
+  print('| variant | case | size | reduction | window phases (default) | ratio of medians |\n|---|---|---|---|---|---|')
+  variants = {v.name: (method, v) for method, group in bench_methods.VARIANTS.items() for v in group}
+  default_pool = pooling.max_pool_2x2
+  for name, size, case in (('fcdd', 64, 'score'), ('fcdd', 224, 'score'), ('cae', 64, 'score'),
+                           ('fcdd', 64, 'train_step'), ('fcdd', 224, 'train_step'),
+                           ('fcdd_unfrozen', 224, 'train_step'), ('cae', 64, 'train_step')):
+    calls = {}
+    for form, pool in (('reduction', _reduce_max_pool), ('phases', default_pool)):
+      pooling.max_pool_2x2 = pool  # The models look it up when traced.
+      try:
+        method, variant = variants[name]
+        config = bench_methods.sized_config(variant, size=size, batch_size=BATCH, sgld_steps=1)
+        built = {c.case: c for c in bench_methods.build_cases(variant, config, method_name=method)}
+        fn = built[case].fn
+        compiled = (fn if hasattr(fn, 'lower') else jax.jit(fn)).lower(*built[case].args).compile()
+      finally:
+        pooling.max_pool_2x2 = default_pool
+      calls[form] = _blocking(compiled, *built[case].args)
+    times = measure.interleaved_timings_ms(calls, repeats=3 * args.repeats)
+    ratio = times['phases']['median_ms'] / times['reduction']['median_ms']
+    print(f'| {name} | {case} | {size}² | ' + ' | '.join(f"{t['median_ms']:.1f} ({t['min_ms']:.1f})"
+                                                       for t in times.values()) + f' | {ratio:.2f} |')
+
+
 TABLES = (sgld_table, im2col_table, few_outputs_table, upsample_table, strided_table, pool_table,
-          winograd_table, winograd_2x2_table, strided_impl_table, ssim_blur_table)
+          winograd_table, winograd_2x2_table, strided_impl_table, ssim_blur_table, pool_form_table)
 
 
 def main():
@@ -308,7 +348,7 @@ def main():
   parser.add_argument('--size', type=int, default=64, help='EBM image size (4 * 2**k).')
   parser.add_argument('--steps', type=int, default=10, help='SGLD steps per timed chain.')
   parser.add_argument('--repeats', type=int, default=5)
-  parser.add_argument('--tables', default='1,2,3,4,5,6,7,8,9,10', help='Which of the tables above to measure.')
+  parser.add_argument('--tables', default='1,2,3,4,5,6,7,8,9,10,11', help='Which of the tables above to measure.')
   args = parser.parse_args()
   for number in sorted({int(number) for number in args.tables.split(',')}):
     TABLES[number - 1](args)

@@ -53,3 +53,16 @@ def test_the_gradient_avoids_select_and_scatter():
   grad_of = lambda pool: jax.make_jaxpr(jax.grad(lambda y: jnp.sum(pool(y))))(x)
   assert 'select_and_scatter_add' in primitive_names(grad_of(flax_pool))
   assert 'select_and_scatter_add' not in primitive_names(grad_of(pooling.max_pool_2x2))
+
+
+def test_phase_maxima_outside_differentiation_and_the_reduction_inside():
+  """Scoring takes elementwise maxima of the window phases, training the reduction; the values are equal."""
+  x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 9, 6, 4)), jnp.float32)
+  x = x.at[0, 0, 0, 0].set(jnp.nan)  # A NaN stays in its window's maximum either way.
+  primal = jax.jit(pooling.max_pool_2x2)(x)
+  differentiated, _ = jax.vjp(jax.jit(pooling.max_pool_2x2), x)
+  np.testing.assert_array_equal(primal, differentiated)
+  np.testing.assert_array_equal(primal, flax_pool(x))
+  assert np.isnan(primal[0, 0, 0, 0]) and np.isnan(primal).sum() == 1
+  assert 'reduce_max' not in primitive_names(jax.make_jaxpr(pooling.max_pool_2x2)(x))
+  assert 'reduce_max' in primitive_names(jax.make_jaxpr(lambda y: jax.vjp(pooling.max_pool_2x2, y)[0])(x))
