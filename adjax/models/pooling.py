@@ -38,7 +38,7 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
 
 
 def _forward(x):
-  pooled = jnp.max(_windows(x), axis=(2, 4))  # The reduction: faster than the phase maxima when training.
+  pooled = jnp.max(_windows(x), axis=(2, 4))  # The reduction when differentiated (module docstring).
   return pooled, (x, pooled)
 
 
