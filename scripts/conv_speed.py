@@ -303,12 +303,11 @@ def ssim_blur_table(args):
 
 @jax.custom_vjp
 def _reduce_max_pool(x):
-  """`pooling.max_pool_2x2` with the reduction outside differentiation too (as before stop 20)."""
-  return jnp.max(pooling._windows(x), axis=(2, 4))  # pylint: disable=protected-access
+  """`pooling.max_pool_2x2` with its differentiated forward (the reduction) everywhere, as before stop 20."""
+  return pooling._forward(x)[0]  # pylint: disable=protected-access
 
 
-_reduce_max_pool.defvjp(lambda x: (_reduce_max_pool(x), (x, _reduce_max_pool(x))),
-                        pooling._backward)  # pylint: disable=protected-access
+_reduce_max_pool.defvjp(pooling._forward, pooling._backward)  # pylint: disable=protected-access
 
 
 def pool_form_table(args):
@@ -321,12 +320,12 @@ def pool_form_table(args):
   for name, size, case in (('fcdd', 64, 'score'), ('fcdd', 224, 'score'), ('cae', 64, 'score'),
                            ('fcdd', 64, 'train_step'), ('fcdd', 224, 'train_step'),
                            ('fcdd_unfrozen', 224, 'train_step'), ('cae', 64, 'train_step')):
+    method, variant = variants[name]
+    config = bench_methods.sized_config(variant, size=size, batch_size=BATCH, sgld_steps=1)
     calls = {}
     for form, pool in (('reduction', _reduce_max_pool), ('phases', default_pool)):
       pooling.max_pool_2x2 = pool  # The models look it up when traced.
       try:
-        method, variant = variants[name]
-        config = bench_methods.sized_config(variant, size=size, batch_size=BATCH, sgld_steps=1)
         built = {c.case: c for c in bench_methods.build_cases(variant, config, method_name=method)}
         fn = built[case].fn
         compiled = (fn if hasattr(fn, 'lower') else jax.jit(fn)).lower(*built[case].args).compile()
