@@ -12,7 +12,7 @@ contractive penalty) go through it too.
 Outside differentiation (scoring, frozen layers) the max is taken as elementwise maxima of the four window
 phases instead of a reduction: XLA:CPU hands a reduction to YNNPACK fused with the convolutions and
 batch-norm around it as one graph, which ran slower there; FCDD's 64² score took 0.84x the time this way,
-its 224² score 0.93x, the CAE's 64² score 0.97x (`python scripts/conv_speed.py --tables 11`). Under
+its 224² score 0.92–0.93x, the CAE's 64² score 0.97–1.00x (`python scripts/conv_speed.py --tables 11`). Under
 differentiation the forward pass keeps the reduction, which trains no slower (table 11's train steps: level;
 the phase form in the differentiated pass too was not faster in a trial). Both forms give the same values.
 """
