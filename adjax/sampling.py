@@ -28,6 +28,33 @@ from adjax import errors
 EnergyFn = Callable[[jax.Array], jax.Array]  # x [batch, ...] -> energies [batch]
 
 
+# Minor dimension the random draws are generated with (see `normal`).
+_RANDOM_ROW = 128
+
+
+def _draw(sampler, rng, shape, dtype, **kwargs):
+  size = math.prod(shape)
+  rows = (size // _RANDOM_ROW, _RANDOM_ROW) if size % _RANDOM_ROW == 0 else (size,)
+  return sampler(rng, rows, dtype, **kwargs).reshape(shape)
+
+
+def normal(rng: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+  """`jax.random.normal(rng, shape, dtype)`, the same values, drawn as rows of 128 and reshaped.
+
+  Threefry's counters are the elements' flat indices, so the values do not depend on the shape the
+  draw is made with; XLA:CPU vectorises the generator along the minor dimension, and with images'
+  3 channels there it ran 2.6x slower ([16, 128, 128, 3]: 8.0 ms vs 3.0 ms per draw) — once per
+  SGLD step.
+  """
+  return _draw(jax.random.normal, rng, shape, dtype)
+
+
+def uniform(rng: jax.Array, shape: tuple[int, ...], dtype=jnp.float32, *, low: float = 0.,
+            high: float = 1.) -> jax.Array:
+  """`jax.random.uniform(rng, shape, dtype, low, high)`, the same values, drawn as `normal` is."""
+  return _draw(jax.random.uniform, rng, shape, dtype, minval=low, maxval=high)
+
+
 def langevin_parameters(epsilon: float) -> tuple[float, float]:
   """(step_size, noise_scale) = (epsilon / 2, sqrt(epsilon)): `sgld` as exact Langevin dynamics."""
   return epsilon / 2, math.sqrt(epsilon)
@@ -45,7 +72,8 @@ def sgld(energy_fn: EnergyFn, x0: jax.Array, rng: jax.Array, *, num_steps: int,
   `stop_gradient(params)`), else JAX also linearises the whole chain w.r.t. them before discarding
   it.
 
-  Step k uses the noise `jax.random.normal(jax.random.split(rng, num_steps)[k], x.shape, x.dtype)`.
+  Step k uses the noise `jax.random.normal(jax.random.split(rng, num_steps)[k], x.shape, x.dtype)`
+  (drawn by `normal`).
 
   Args:
     energy_fn: x [batch, ...] -> energies [batch].
@@ -72,7 +100,7 @@ def sgld(energy_fn: EnergyFn, x0: jax.Array, rng: jax.Array, *, num_steps: int,
     grad_norm = jnp.sqrt(jnp.sum(jnp.square(grad.reshape(grad.shape[0], -1)), axis=1))
     if grad_clip is not None:
       grad = jnp.clip(grad, -grad_clip, grad_clip)
-    noise = jax.random.normal(key, x.shape, x.dtype)
+    noise = normal(key, x.shape, x.dtype)
     x = x - step_size * grad + noise_scale * noise
     if value_range is not None:
       x = jnp.clip(x, *value_range)
@@ -87,7 +115,7 @@ def sgld(energy_fn: EnergyFn, x0: jax.Array, rng: jax.Array, *, num_steps: int,
 def uniform_init(rng: jax.Array, shape: tuple[int, ...], *, low: float = -1., high: float = 1.,
                  dtype=jnp.float32) -> jax.Array:
   """Chain starts drawn from U(low, high) of `shape`, e.g. [batch, height, width, channels]."""
-  return jax.random.uniform(rng, shape, dtype, low, high)
+  return uniform(rng, shape, dtype, low=low, high=high)
 
 
 @flax.struct.dataclass

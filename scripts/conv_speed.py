@@ -27,6 +27,9 @@
    materialised first (`_correlate_valid`): forward, and forward + gradient.
 11. 2x2 max pooling outside differentiation as a reduction vs as maxima of the four window phases (the
    default, `adjax.models.pooling`), in whole `adjax.bench` cases: FCDD's and the CAE's scores and train steps.
+12. The EBM's elementwise work in whole `adjax.bench` cases (SGLD chain, score, train step): `jax.nn.elu` and
+   random draws in the images' shape (before stop 21) vs `energy.elu` vs `energy.elu` with `sampling.normal`'s
+   rows of 128 (the default).
 `--tables 2,6` runs some of them.
 """
 
@@ -44,6 +47,7 @@ from jax import lax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from adjax import sampling  # pylint: disable=g-import-not-at-top,wrong-import-position
 from adjax.bench import measure  # pylint: disable=g-import-not-at-top,wrong-import-position
 from adjax.losses import reconstruction  # pylint: disable=g-import-not-at-top,wrong-import-position
 from adjax.models import convolution  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -310,36 +314,66 @@ def _reduce_max_pool(x):
 _reduce_max_pool.defvjp(pooling._forward, pooling._backward)  # pylint: disable=protected-access
 
 
-def pool_form_table(args):
+def _compiled_bench_case(name, size, case, *, sgld_steps=1, patches=()):
+  """A no-argument blocking call of `adjax.bench`'s case, compiled with module attributes patched.
+
+  patches: (module, attribute, value) triples, in place while the case is traced and compiled (the
+  models and samplers look them up when traced), restored afterwards.
+  """
   from adjax.bench import methods as bench_methods  # pylint: disable=g-import-not-at-top
+  variants = {v.name: (method, v) for method, group in bench_methods.VARIANTS.items() for v in group}
+  method, variant = variants[name]
+  config = bench_methods.sized_config(variant, size=size, batch_size=BATCH, sgld_steps=sgld_steps)
+  saved = [(module, attribute, getattr(module, attribute)) for module, attribute, _ in patches]
+  try:
+    for module, attribute, value in patches:
+      setattr(module, attribute, value)
+    built = {c.case: c for c in bench_methods.build_cases(variant, config, method_name=method)}
+    fn = built[case].fn
+    compiled = (fn if hasattr(fn, 'lower') else jax.jit(fn)).lower(*built[case].args).compile()
+  finally:
+    for module, attribute, value in saved:
+      setattr(module, attribute, value)
+  return _blocking(compiled, *built[case].args)
+
+
+def _ab_row(label, calls, args):
+  times = measure.interleaved_timings_ms(calls, repeats=3 * args.repeats)
+  first, last = (times[name]['median_ms'] for name in (next(iter(times)), list(times)[-1]))
+  print(f'| {label} | ' + ' | '.join(f"{t['median_ms']:.1f} ({t['min_ms']:.1f})" for t in times.values())
+        + f' | {last / first:.2f} |')
+
+
+def pool_form_table(args):
   print(f'\nMax pooling outside differentiation, whole bench cases (batch {BATCH}), ms per call (median (min) of '
         f'{3 * args.repeats} interleaved calls):')
   print('| variant | case | size | reduction | window phases (default) | ratio of medians |\n|---|---|---|---|---|---|')
-  variants = {v.name: (method, v) for method, group in bench_methods.VARIANTS.items() for v in group}
-  default_pool = pooling.max_pool_2x2
   for name, size, case in (('fcdd', 64, 'score'), ('fcdd', 224, 'score'), ('cae', 64, 'score'),
                            ('fcdd', 64, 'train_step'), ('fcdd', 224, 'train_step'),
                            ('fcdd_unfrozen', 224, 'train_step'), ('cae', 64, 'train_step')):
-    method, variant = variants[name]
-    config = bench_methods.sized_config(variant, size=size, batch_size=BATCH, sgld_steps=1)
-    calls = {}
-    for form, pool in (('reduction', _reduce_max_pool), ('phases', default_pool)):
-      pooling.max_pool_2x2 = pool  # The models look it up when traced.
-      try:
-        built = {c.case: c for c in bench_methods.build_cases(variant, config, method_name=method)}
-        fn = built[case].fn
-        compiled = (fn if hasattr(fn, 'lower') else jax.jit(fn)).lower(*built[case].args).compile()
-      finally:
-        pooling.max_pool_2x2 = default_pool
-      calls[form] = _blocking(compiled, *built[case].args)
-    times = measure.interleaved_timings_ms(calls, repeats=3 * args.repeats)
-    ratio = times['phases']['median_ms'] / times['reduction']['median_ms']
-    print(f'| {name} | {case} | {size}² | ' + ' | '.join(f"{t['median_ms']:.1f} ({t['min_ms']:.1f})"
-                                                       for t in times.values()) + f' | {ratio:.2f} |')
+    calls = {form: _compiled_bench_case(name, size, case, patches=[(pooling, 'max_pool_2x2', pool)])
+             for form, pool in (('reduction', _reduce_max_pool), ('phases', pooling.max_pool_2x2))}
+    _ab_row(f'{name} | {case} | {size}²', calls, args)
+
+
+def ebm_elementwise_table(args):
+  print(f'\nEBM elementwise work, whole bench cases (batch {BATCH}, chains of {args.steps} SGLD steps), ms per call '
+        f'(median (min) of {3 * args.repeats} interleaved calls):')
+  print('| case | size | jax.nn.elu, draws in image shape (before) | energy.elu | energy.elu, rows of 128 (default) '
+        '| ratio of medians |\n|---|---|---|---|---|---|')
+  forms = {'before': [(energy, 'elu', jax.nn.elu), (sampling, 'normal', jax.random.normal),
+                      (sampling, 'uniform', lambda rng, shape, dtype, *, low, high: jax.random.uniform(
+                          rng, shape, dtype, low, high))],
+           'elu': [(sampling, 'normal', jax.random.normal)],
+           'default': []}
+  for size, case in ((64, 'sgld_chain'), (128, 'sgld_chain'), (64, 'score'), (128, 'score'), (128, 'train_step')):
+    calls = {form: _compiled_bench_case('ebm', size, case, sgld_steps=args.steps, patches=patches)
+             for form, patches in forms.items()}
+    _ab_row(f'{case} | {size}²', calls, args)
 
 
 TABLES = (sgld_table, im2col_table, few_outputs_table, upsample_table, strided_table, pool_table,
-          winograd_table, winograd_2x2_table, strided_impl_table, ssim_blur_table, pool_form_table)
+          winograd_table, winograd_2x2_table, strided_impl_table, ssim_blur_table, pool_form_table, ebm_elementwise_table)
 
 
 def main():
@@ -347,7 +381,7 @@ def main():
   parser.add_argument('--size', type=int, default=64, help='EBM image size (4 * 2**k).')
   parser.add_argument('--steps', type=int, default=10, help='SGLD steps per timed chain.')
   parser.add_argument('--repeats', type=int, default=5)
-  parser.add_argument('--tables', default='1,2,3,4,5,6,7,8,9,10,11', help='Which of the tables above to measure.')
+  parser.add_argument('--tables', default='1,2,3,4,5,6,7,8,9,10,11,12', help='Which of the tables above to measure.')
   args = parser.parse_args()
   for number in sorted({int(number) for number in args.tables.split(',')}):
     TABLES[number - 1](args)

@@ -123,8 +123,26 @@ def test_elu_follows_every_conv_but_the_last():
   params = _random_params(net, (1, 32, 32, 3))
   primitives = primitive_names(jax.make_jaxpr(net.apply)(params, jnp.ones((1, 32, 32, 3))))
   assert primitives.count('conv_general_dilated') == 5
-  assert primitives.count('expm1') == 4  # jax.nn.elu uses expm1; the final conv has no activation
+  assert primitives.count('expm1') == 4  # energy.elu uses expm1; the final conv has no activation
   assert primitives[-1] != 'expm1'
+
+
+def test_elu_equals_jax_nn_elu_values_and_first_and_second_order_gradients():
+  x = jnp.asarray([-90., -20., -3., -1., -1e-3, 0., 1e-3, 0.5, 2., 80.], jnp.float32)
+  np.testing.assert_array_equal(energy.elu(x), jax.nn.elu(x))
+  np.testing.assert_allclose(energy.elu(x), _numpy_elu(np.asarray(x)), rtol=1e-6)
+  weights = jnp.linspace(-2., 3., x.size)
+  grad = lambda f: jax.grad(lambda v: jnp.sum(weights * f(v)))
+  # The custom VJP's derivative exp(x) is computed as elu(x) + 1: within float32 rounding of 1.
+  np.testing.assert_allclose(grad(energy.elu)(x), grad(jax.nn.elu)(x), rtol=0, atol=1e-7)
+  np.testing.assert_array_equal(grad(energy.elu)(x)[x >= 0], weights[x >= 0])  # derivative 1 at 0, as JAX's
+  second = lambda f: jax.grad(lambda v: jnp.sum(jnp.sin(grad(f)(v))))
+  np.testing.assert_allclose(second(energy.elu)(x), second(jax.nn.elu)(x), rtol=1e-6, atol=1e-7)
+  # Under jit (the fused form the SGLD chain runs) and in bfloat16.
+  np.testing.assert_allclose(jax.jit(grad(energy.elu))(x), grad(jax.nn.elu)(x), rtol=0, atol=1e-7)
+  half = x.astype(jnp.bfloat16)
+  np.testing.assert_array_equal(energy.elu(half), jax.nn.elu(half))
+  assert jax.grad(lambda v: jnp.sum(energy.elu(v)))(half).dtype == jnp.bfloat16
 
 
 def test_pytorch_initialization_bounds():

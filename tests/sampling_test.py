@@ -28,6 +28,19 @@ def _tiny_net_and_params(shape, seed=0):
 
 
 
+@pytest.mark.parametrize('partitionable', [True, False])
+@pytest.mark.parametrize('shape', [(4, 8, 8, 3), (5, 7, 3), (256,), (2, 3)])
+def test_normal_and_uniform_equal_jax_random_draws_of_the_same_shape(shape, partitionable):
+  key = jax.random.key(7)
+  with jax.threefry_partitionable(partitionable):
+    for dtype in (jnp.float32, jnp.bfloat16):
+      np.testing.assert_array_equal(sampling.normal(key, shape, dtype), jax.random.normal(key, shape, dtype))
+      np.testing.assert_array_equal(sampling.uniform(key, shape, dtype, low=-1., high=2.),
+                                    jax.random.uniform(key, shape, dtype, -1., 2.))
+    np.testing.assert_array_equal(jax.jit(sampling.normal, static_argnums=1)(key, shape),
+                                  jax.random.normal(key, shape))
+
+
 def test_langevin_parameters():
   assert sampling.langevin_parameters(0.02) == pytest.approx((0.01, math.sqrt(0.02)))
 

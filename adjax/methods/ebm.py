@@ -72,7 +72,7 @@ def make(config, *, train_size: int | None = None) -> Method:
   def loss_fn(params, model_state, batch, rng):
     images = batch['image']
     noise_rng, init_rng, chain_rng = jax.random.split(rng, 3)
-    positives = images + hp.data_noise * jax.random.normal(noise_rng, images.shape)
+    positives = images + hp.data_noise * sampling.normal(noise_rng, images.shape)
     if persistent:
       start, indices = sampling.replay_buffer_sample(
           model_state['replay'], init_rng, batch_size=images.shape[0],
