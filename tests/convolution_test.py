@@ -1,5 +1,7 @@
 """adjax.models.convolution: the same function and gradients as lax, and the kernel layout XLA keeps in loops."""
 
+import re
+
 import flax.linen as nn
 import jax
 from jax import lax
@@ -148,6 +150,42 @@ def test_strided_input_gradient_has_no_dilated_convolution():
   grad = jax.grad(lambda x: jnp.sum(convolution.strided_conv2d(x, kernel, ((0, 1), (0, 1))) ** 2))
   convs = [eqn for eqn in jax.make_jaxpr(grad)(x).eqns if eqn.primitive.name == 'conv_general_dilated']
   assert convs and all(set(eqn.params['lhs_dilation']) == {1} for eqn in convs)
+
+
+def _while_body_results(hlo_text):
+  """Shapes of what the while bodies of a compiled HLO module compute (their non-trivial instructions)."""
+  bodies = set(re.findall(r'\bwhile\(.*?body=(%[\w.-]+)', hlo_text))
+  shapes = []
+  for block in hlo_text.split('\n\n'):
+    header = block.lstrip().split(' ', 1)[0]
+    if header in bodies or header.lstrip('ENTRY ') in bodies:
+      shapes += re.findall(r'= (\w+\[[\d,]*\])\S* (?!get-tuple-element|parameter|bitcast|tuple)\w', block)
+  assert bodies and shapes, 'no while body found in the compiled module'
+  return shapes
+
+
+def test_strided_input_gradient_kernel_fold_is_hoisted_out_of_a_scan(monkeypatch):
+  """The kernel's phase fold is computed once per chain, not once per SGLD step."""
+  if jax.default_backend() != 'cpu':
+    pytest.skip('XLA:CPU loop-invariant code motion check')
+  monkeypatch.setattr(convolution, 'IM2COL_MAX_OUTPUT_PIXELS', 0)
+  x, kernel = _inputs(kernel_size=(4, 4), shape=(2, 16, 16, 8), out_channels=12)
+  folded_shape = 'f32[2,2,12,32]'  # [taps_h, taps_w, out, 4 * in]
+
+  def chain(input_gradient):
+    def run(x, k):
+      step = lambda x, _: (x - input_gradient(jnp.tanh(convolution.strided_conv2d(x, k, PADDINGS[0])), k), None)
+      return lax.scan(step, x, None, length=3)[0]
+    return jax.jit(run).lower(x, kernel).compile().as_text()
+
+  ours = chain(lambda y, k: convolution.strided_input_gradient(y, k, PADDINGS[0], x.shape))
+  assert folded_shape not in _while_body_results(ours)
+
+  # The reason: XLA does not hoist reshapes and transposes alone; the same fold without the negation stays in.
+  def unhoisted(y, k):
+    folded = k.reshape(2, 2, 2, 2, 8, 12)[::-1, :, ::-1].transpose(0, 2, 5, 1, 3, 4).reshape(2, 2, 12, 32)
+    return lax.conv_general_dilated(y, folded, (1, 1), ((1, 0), (1, 0)), dimension_numbers=convolution.NHWC_HWIO)
+  assert folded_shape in _while_body_results(chain(lambda y, k: unhoisted(y, k)[:, :, :, :8].repeat(2, 1).repeat(2, 2)))
 
 
 @pytest.mark.parametrize('kernel_size, padding', [(4, ((2, 2), (2, 2))), (2, 'VALID'), (3, 'SAME'), (4, 'SAME'),

@@ -208,8 +208,11 @@ def strided_input_gradient(grad_out: jax.Array, kernel: jax.Array, padding: Padd
     folded = folded.reshape(taps_h, 2, taps_w, 2, in_channels, out_channels)[::-1, :, ::-1]
     folded = folded.transpose(0, 2, 5, 1, 3, 4).reshape(taps_h, taps_w, out_channels, 4 * in_channels)
     # Padding inside the conv, not a separate pad: XLA:CPU would fuse the pad into the conv and hand the
-    # fusion to YNNPACK, which runs it several times slower.
-    phases = _conv(grad_out, folded, ((taps_h - 1, rows - out_h), (taps_w - 1, cols - out_w)))
+    # fusion to YNNPACK, which runs it several times slower. The two (exact) negations let XLA hoist the
+    # fold out of an SGLD chain's loop: it does not hoist reshapes and transposes alone, so the kernel was
+    # refolded every step (a slow strided copy: ~3 ms per 256 -> 256 layer at batch 16); the output's
+    # negation fuses into the depth-to-space below.
+    phases = -_conv(grad_out, -folded, ((taps_h - 1, rows - out_h), (taps_w - 1, cols - out_w)))
   else:
     # Odd sizes: phases have different numbers of taps (2 and 1 for 3 taps). One conv over the
     # zero-padded taps would do 16 / 9 of the work for a 3x3 kernel; four convs do exactly the taps there are.
