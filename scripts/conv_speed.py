@@ -27,9 +27,10 @@
    materialised first (`_correlate_valid`): forward, and forward + gradient.
 11. 2x2 max pooling outside differentiation as a reduction vs as maxima of the four window phases (the
    default, `adjax.models.pooling`), in whole `adjax.bench` cases: FCDD's and the CAE's scores and train steps.
-12. The EBM's elementwise work in whole `adjax.bench` cases (SGLD chain, score, train step): `jax.nn.elu` and
-   random draws in the images' shape (before stop 21) vs `energy.elu` vs `energy.elu` with `sampling.normal`'s
-   rows of 128 (the default).
+12. The EBM's per-step work in whole `adjax.bench` cases (SGLD chain, score, train step), as before stop 21
+   (`jax.nn.elu`, random draws in the images' shape, the input gradient's kernel fold left in the loop), then
+   with `energy.elu`, the draws in rows of 128 (`sampling.normal`) and `convolution.HOIST_KERNEL_FOLD` added one
+   by one (the last is the default).
 `--tables 2,6` runs some of them.
 """
 
@@ -356,16 +357,17 @@ def pool_form_table(args):
     _ab_row(f'{name} | {case} | {size}²', calls, args)
 
 
-def ebm_elementwise_table(args):
-  print(f'\nEBM elementwise work, whole bench cases (batch {BATCH}, chains of {args.steps} SGLD steps), ms per call '
+def ebm_per_step_table(args):
+  print(f'\nEBM per-step work, whole bench cases (batch {BATCH}, chains of {args.steps} SGLD steps), ms per call '
         f'(median (min) of {3 * args.repeats} interleaved calls):')
-  print('| case | size | jax.nn.elu, draws in image shape (before) | energy.elu | energy.elu, rows of 128 (default) '
-        '| ratio of medians |\n|---|---|---|---|---|---|')
-  forms = {'before': [(energy, 'elu', jax.nn.elu), (sampling, 'normal', jax.random.normal),
-                      (sampling, 'uniform', lambda rng, shape, dtype, *, low, high: jax.random.uniform(
-                          rng, shape, dtype, low, high))],
-           'elu': [(sampling, 'normal', jax.random.normal)],
-           'default': []}
+  print('| case | size | before stop 21 | + `energy.elu` | + noise in rows of 128 | + kernel fold hoisted (default) '
+        '| ratio of medians |\n|---|---|---|---|---|---|---|')
+  draws_in_image_shape = [(sampling, 'normal', jax.random.normal),
+                          (sampling, 'uniform', lambda rng, shape, dtype, *, low, high: jax.random.uniform(
+                              rng, shape, dtype, low, high))]
+  unhoisted = [(convolution, 'HOIST_KERNEL_FOLD', False)]
+  forms = {'before': [(energy, 'elu', jax.nn.elu)] + draws_in_image_shape + unhoisted,
+           'elu': draws_in_image_shape + unhoisted, 'draws': unhoisted, 'default': []}
   for size, case in ((64, 'sgld_chain'), (128, 'sgld_chain'), (64, 'score'), (128, 'score'), (128, 'train_step')):
     calls = {form: _compiled_bench_case('ebm', size, case, sgld_steps=args.steps, patches=patches)
              for form, patches in forms.items()}
@@ -373,7 +375,7 @@ def ebm_elementwise_table(args):
 
 
 TABLES = (sgld_table, im2col_table, few_outputs_table, upsample_table, strided_table, pool_table,
-          winograd_table, winograd_2x2_table, strided_impl_table, ssim_blur_table, pool_form_table, ebm_elementwise_table)
+          winograd_table, winograd_2x2_table, strided_impl_table, ssim_blur_table, pool_form_table, ebm_per_step_table)
 
 
 def main():

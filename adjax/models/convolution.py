@@ -176,6 +176,14 @@ def _strided_conv(x, kernel, padding):
 PER_PHASE_MIN_CHANNELS = 16
 
 
+# Negate the folded kernel of `strided_input_gradient` (and its result; both exact) so that XLA hoists the
+# fold out of loops: it does not hoist reshapes, reverses and transposes on their own, so inside an SGLD
+# chain's `lax.scan` the kernel was refolded every step (a strided copy, ~1-3 ms per 256 -> 256 layer); a
+# negation is worth hoisting, and it takes the fold with it. The result's negation fuses into the
+# depth-to-space. False: the fold as written (for comparisons, `python scripts/conv_speed.py --tables 12`).
+HOIST_KERNEL_FOLD = True
+
+
 def strided_input_gradient(grad_out: jax.Array, kernel: jax.Array, padding: Padding,
                            input_shape: Sequence[int]) -> jax.Array:
   """dL/dx of a stride-2 conv as stride-1 convs giving the four output phases, then depth-to-space.
@@ -208,11 +216,12 @@ def strided_input_gradient(grad_out: jax.Array, kernel: jax.Array, padding: Padd
     folded = folded.reshape(taps_h, 2, taps_w, 2, in_channels, out_channels)[::-1, :, ::-1]
     folded = folded.transpose(0, 2, 5, 1, 3, 4).reshape(taps_h, taps_w, out_channels, 4 * in_channels)
     # Padding inside the conv, not a separate pad: XLA:CPU would fuse the pad into the conv and hand the
-    # fusion to YNNPACK, which runs it several times slower. The two (exact) negations let XLA hoist the
-    # fold out of an SGLD chain's loop: it does not hoist reshapes and transposes alone, so the kernel was
-    # refolded every step (a slow strided copy: ~3 ms per 256 -> 256 layer at batch 16); the output's
-    # negation fuses into the depth-to-space below.
-    phases = -_conv(grad_out, -folded, ((taps_h - 1, rows - out_h), (taps_w - 1, cols - out_w)))
+    # fusion to YNNPACK, which runs it several times slower.
+    conv_padding = ((taps_h - 1, rows - out_h), (taps_w - 1, cols - out_w))
+    if HOIST_KERNEL_FOLD:
+      phases = -_conv(grad_out, -folded, conv_padding)
+    else:
+      phases = _conv(grad_out, folded, conv_padding)
   else:
     # Odd sizes: phases have different numbers of taps (2 and 1 for 3 taps). One conv over the
     # zero-padded taps would do 16 / 9 of the work for a 3x3 kernel; four convs do exactly the taps there are.
