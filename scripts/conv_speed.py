@@ -31,6 +31,8 @@
    (`jax.nn.elu`, random draws in the images' shape, the input gradient's kernel fold left in the loop), then
    with `energy.elu`, the draws in rows of 128 (`sampling.normal`) and `convolution.HOIST_KERNEL_FOLD` added one
    by one (the last is the default).
+13. OCC's projector (a Dense layer over 1792 feature channels) with JAX's kernel-gradient rule vs
+   `adjax.models.dense.matmul` (the default), in whole `adjax.bench` train steps at 64² and 224².
 `--tables 2,6` runs some of them.
 """
 
@@ -374,8 +376,19 @@ def ebm_per_step_table(args):
     _ab_row(f'{case} | {size}²', calls, args)
 
 
+def dense_gradient_table(args):
+  from adjax.models import dense  # pylint: disable=g-import-not-at-top
+  print(f'\nOCC projector (Dense over 1792 channels), whole bench train steps (batch {BATCH}), ms per call '
+        f'(median (min) of {3 * args.repeats} interleaved calls):')
+  print("| case | size | JAX's rule (`lax.dot_general`) | `dense.matmul` (default) | ratio of medians |\n|---|---|---|---|---|")
+  for size in (64, 224):
+    calls = {form: _compiled_bench_case('occ', size, 'train_step', patches=patches)
+             for form, patches in (('lax', [(dense, 'flax_dot_general', lax.dot_general)]), ('dense', []))}
+    _ab_row(f'train_step | {size}²', calls, args)
+
+
 TABLES = (sgld_table, im2col_table, few_outputs_table, upsample_table, strided_table, pool_table,
-          winograd_table, winograd_2x2_table, strided_impl_table, ssim_blur_table, pool_form_table, ebm_per_step_table)
+          winograd_table, winograd_2x2_table, strided_impl_table, ssim_blur_table, pool_form_table, ebm_per_step_table, dense_gradient_table)
 
 
 def main():
@@ -383,7 +396,7 @@ def main():
   parser.add_argument('--size', type=int, default=64, help='EBM image size (4 * 2**k).')
   parser.add_argument('--steps', type=int, default=10, help='SGLD steps per timed chain.')
   parser.add_argument('--repeats', type=int, default=5)
-  parser.add_argument('--tables', default='1,2,3,4,5,6,7,8,9,10,11,12', help='Which of the tables above to measure.')
+  parser.add_argument('--tables', default='1,2,3,4,5,6,7,8,9,10,11,12,13', help='Which of the tables above to measure.')
   args = parser.parse_args()
   for number in sorted({int(number) for number in args.tables.split(',')}):
     TABLES[number - 1](args)

@@ -30,6 +30,7 @@ from adjax import scoring
 from adjax.errors import InputError
 from adjax.losses import occ as occ_losses
 from adjax.methods import Method
+from adjax.models import dense
 from adjax.models import resnet
 from adjax.models import weights
 
@@ -91,7 +92,7 @@ class Projector(nn.Module):
     return nn.Dense(channels, use_bias=self.use_bias,
                     kernel_init=nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform'),
                     bias_init=lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound),
-                    name='conv1x1')(features)
+                    dot_general=dense.flax_dot_general, name='conv1x1')(features)
 
 
 def check_layers(layers) -> tuple[str, ...]:
