@@ -43,8 +43,8 @@ def normal(rng: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Arr
 
   Threefry's counters are the elements' flat indices, so the values do not depend on the shape the
   draw is made with; XLA:CPU vectorises the generator along the minor dimension, and with images'
-  3 channels there it ran 2.6x slower ([16, 128, 128, 3]: 8.0 ms vs 3.0 ms per draw) — once per
-  SGLD step.
+  3 channels there each draw — one per SGLD step — ran several times slower (`python
+  scripts/conv_speed.py --tables 12`).
   """
   return _draw(jax.random.normal, rng, shape, dtype)
 

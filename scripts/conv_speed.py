@@ -31,8 +31,10 @@
    (`jax.nn.elu`, random draws in the images' shape, the input gradient's kernel fold left in the loop), then
    with `energy.elu`, the draws in rows of 128 (`sampling.normal`) and `convolution.HOIST_KERNEL_FOLD` added one
    by one (the last is the default).
-13. OCC's projector (a Dense layer over 1792 feature channels) with JAX's kernel-gradient rule vs
-   `adjax.models.dense.matmul` (the default), in whole `adjax.bench` train steps at 64² and 224².
+13. OCC's projector matmuls with JAX's kernel-gradient rule vs `adjax.models.dense.matmul` (the default), in
+   whole `adjax.bench` train steps at 64² and 224².
+14. OCC's projector on the concatenated features (layers resized by `jax.image.resize`, as before stop 21) vs
+   on the per-layer features (`occ.Projector`'s default), whole `adjax.bench` train steps and scores.
 `--tables 2,6` runs some of them.
 """
 
@@ -374,21 +376,52 @@ def ebm_per_step_table(args):
     calls = {form: _compiled_bench_case('ebm', size, case, sgld_steps=args.steps, patches=patches)
              for form, patches in forms.items()}
     _ab_row(f'{case} | {size}²', calls, args)
+  shape = (BATCH, 128, 128, 3)
+  draws = {'image shape': jax.jit(lambda key: jax.random.normal(key, shape)),
+           'rows of 128': jax.jit(lambda key: sampling.normal(key, shape))}
+  times = measure.interleaved_timings_ms({name: _blocking(draw, jax.random.key(0)) for name, draw in draws.items()},
+                                         repeats=10 * args.repeats)
+  print(f'One normal draw of {list(shape)}, ms (median (min) of {10 * args.repeats} interleaved calls): ' +
+        ', '.join(f"{name} {t['median_ms']:.2f} ({t['min_ms']:.2f})" for name, t in times.items()))
+
+
+def _lax_matmul(x, kernel):
+  return lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
 
 
 def dense_gradient_table(args):
   from adjax.models import dense  # pylint: disable=g-import-not-at-top
-  print(f'\nOCC projector (Dense over 1792 channels), whole bench train steps (batch {BATCH}), ms per call '
-        f'(median (min) of {3 * args.repeats} interleaved calls):')
+  print(f'\nOCC projector matmuls, whole bench train steps (batch {BATCH}), ms per call (median (min) of '
+        f'{3 * args.repeats} interleaved calls):')
   print("| case | size | JAX's rule (`lax.dot_general`) | `dense.matmul` (default) | ratio of medians |\n|---|---|---|---|---|")
   for size in (64, 224):
     calls = {form: _compiled_bench_case('occ', size, 'train_step', patches=patches)
-             for form, patches in (('lax', [(dense, 'flax_dot_general', lax.dot_general)]), ('dense', []))}
+             for form, patches in (('lax', [(dense, 'matmul', _lax_matmul)]), ('dense', []))}
     _ab_row(f'train_step | {size}²', calls, args)
 
 
+def occ_projector_table(args):
+  from adjax.methods import occ  # pylint: disable=g-import-not-at-top
+  per_layer = occ.encode_layers
+
+  def concatenated(backbone, variables, images, *, layers):
+    """One part: the layers resized by `jax.image.resize` and concatenated, as before stop 21."""
+    parts = per_layer(backbone, variables, images, layers=layers)
+    shape = parts[0].shape[:3]
+    return [jnp.concatenate([jax.image.resize(part, shape + part.shape[3:], 'bilinear') for part in parts], -1)]
+
+  print(f'\nOCC projector on concatenated vs per-layer features, whole bench cases (batch {BATCH}), ms per call '
+        f'(median (min) of {3 * args.repeats} interleaved calls):')
+  print('| case | size | concatenated (before) | per layer (default) | ratio of medians |\n|---|---|---|---|---|')
+  for size, case in ((64, 'train_step'), (64, 'score'), (224, 'train_step'), (224, 'score')):
+    calls = {form: _compiled_bench_case('occ', size, case, patches=patches)
+             for form, patches in (('concatenated', [(occ, 'encode_layers', concatenated)]), ('per_layer', []))}
+    _ab_row(f'{case} | {size}²', calls, args)
+
+
 TABLES = (sgld_table, im2col_table, few_outputs_table, upsample_table, strided_table, pool_table,
-          winograd_table, winograd_2x2_table, strided_impl_table, ssim_blur_table, pool_form_table, ebm_per_step_table, dense_gradient_table)
+          winograd_table, winograd_2x2_table, strided_impl_table, ssim_blur_table, pool_form_table,
+          ebm_per_step_table, dense_gradient_table, occ_projector_table)
 
 
 def main():
@@ -396,7 +429,7 @@ def main():
   parser.add_argument('--size', type=int, default=64, help='EBM image size (4 * 2**k).')
   parser.add_argument('--steps', type=int, default=10, help='SGLD steps per timed chain.')
   parser.add_argument('--repeats', type=int, default=5)
-  parser.add_argument('--tables', default='1,2,3,4,5,6,7,8,9,10,11,12,13', help='Which of the tables above to measure.')
+  parser.add_argument('--tables', default='1,2,3,4,5,6,7,8,9,10,11,12,13,14', help='Which of the tables above to measure.')
   args = parser.parse_args()
   for number in sorted({int(number) for number in args.tables.split(',')}):
     TABLES[number - 1](args)

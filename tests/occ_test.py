@@ -142,20 +142,72 @@ def test_maps_and_scores_match_numpy(smoke_method):
                                rtol=1e-4)
 
 
+@pytest.mark.parametrize('use_bias', [True, False])
+@pytest.mark.parametrize('image_size, layers', [(32, LAYERS), (40, LAYERS), (32, ('layer2',)), (32, ('penultimate',))])
+def test_projector_on_per_layer_features_equals_the_dense_layer_on_their_concatenation(use_bias, image_size, layers):
+  """The same parameters as `nn.Dense` and the same function of the concatenated features, also when the
+  grids are no integer multiples of each other (40²: 10, 5 and 3 positions)."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  backbone = weights.create_model('resnet18')
+  images = jnp.asarray(fake_batch(2, size=image_size)['image'])
+  variables = backbone.init(jax.random.key(0), images, train=False, outputs=layers)
+  parts = occ.encode_layers(backbone, variables, images, layers=layers)
+  concatenated = occ.encode(backbone, variables, images, layers=layers)
+  assert [part.shape[-1] for part in parts] == [{'layer1': 64, 'layer2': 128, 'layer3': 256, 'penultimate': 512}[name]
+                                                for name in layers]
+  channels = concatenated.shape[-1]
+  projector = occ.Projector(use_bias=use_bias)
+  params = projector.init(jax.random.key(3), parts)
+  reference = nn.Dense(channels, use_bias=use_bias, name='conv1x1',
+                       kernel_init=nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform'),
+                       bias_init=lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -channels**-0.5,
+                                                                              channels**-0.5))
+  wrapped = lambda p, x: reference.apply({'params': p['params']['conv1x1']}, x)
+  expected_shapes = {'kernel': (channels, channels), 'bias': (channels,)} if use_bias else {'kernel': (channels, channels)}
+  assert jax.tree.map(jnp.shape, params) == {'params': {'conv1x1': expected_shapes}}
+  scale = float(jnp.max(jnp.abs(wrapped(params, concatenated))))
+  np.testing.assert_allclose(projector.apply(params, parts), wrapped(params, concatenated), rtol=0, atol=2e-5 * scale)
+  loss = lambda apply, x: lambda p: jnp.sum(jnp.sin(apply(p, x)))
+  grads = [jax.grad(loss(projector.apply, parts))(params), jax.grad(loss(wrapped, concatenated))(params)]
+  for got, want in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * float(jnp.max(jnp.abs(want))))
+
+
+def test_projector_initialisation_is_nn_dense_s():
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  parts = [jnp.ones((1, 4, 4, 3)), jnp.ones((1, 2, 2, 5))]
+  ours = occ.Projector().init(jax.random.key(5), parts)['params']['conv1x1']
+  bound = 8**-0.5
+  dense = nn.Dense(8, kernel_init=nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform'),
+                   bias_init=lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound))
+
+  class Wrapper(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return nn.Dense(8, kernel_init=dense.kernel_init, bias_init=dense.bias_init, name='conv1x1')(x)
+
+  theirs = Wrapper().init(jax.random.key(5), jnp.ones((1, 4, 4, 8)))['params']['conv1x1']
+  for name in ('kernel', 'bias'):
+    np.testing.assert_array_equal(ours[name], theirs[name])
+
+
 def test_feature_cache_hits_only_exact_images_and_respects_capacity():
   lookup, store, stats = occ.make_feature_cache(capacity=3)
   images = np.arange(4 * 2 * 2, dtype=np.float32).reshape(4, 2, 2, 1)
   features = images.reshape(4, -1) * 10
-  cached, hit = lookup(images[:2], (4,), np.float32)
-  assert not hit and not cached.any()
-  store(images[:2], features[:2], hit)
-  cached, hit = lookup(images[:2], (4,), np.float32)
+  layers = [features, features[:, :2] - 1]  # Two layers' features per image.
+  shapes = [(4,), (2,)]
+  cached, hit = lookup(images[:2], shapes, np.float32)
+  assert not hit and not any(part.any() for part in cached) and [part.shape for part in cached] == [(2, 4), (2, 2)]
+  store(images[:2], [part[:2] for part in layers], hit)
+  cached, hit = lookup(images[:2], shapes, np.float32)
   assert hit
-  np.testing.assert_array_equal(cached, features[:2])
+  for got, want in zip(cached, layers):
+    np.testing.assert_array_equal(got, want[:2])
   changed = images[:2].copy()
   changed[1, 0, 0, 0] += 1e-3  # One changed pixel is another image.
-  assert not lookup(changed, (4,), np.float32)[1]
-  store(images, features, False)
+  assert not lookup(changed, shapes, np.float32)[1]
+  store(images, layers, False)
   assert stats()['entries'] == 3 and stats()['hits'] == 2 and stats()['misses'] == 4
 
 

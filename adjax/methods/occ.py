@@ -32,6 +32,7 @@ from adjax.losses import occ as occ_losses
 from adjax.methods import Method
 from adjax.models import dense
 from adjax.models import resnet
+from adjax.models import upsampling
 from adjax.models import weights
 
 CENTER_DISTRIBUTIONS = ('normal', 'uniform', 'ones', 'feature_mean')
@@ -77,22 +78,48 @@ def make_center(*, dimension: int, distribution: str = 'normal', norm: float = 1
   return (center / length * norm).astype(np.float32)
 
 
+class _Conv1x1(nn.Module):
+  """`nn.Dense(features)`'s parameters (same names, shapes and initialisation), applied to per-layer maps."""
+  features: int
+  use_bias: bool
+
+  @nn.compact
+  def __call__(self, parts):
+    bound = 1.0 / np.sqrt(self.features)
+    kernel = self.param('kernel', nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform'),
+                        (sum(part.shape[-1] for part in parts), self.features), jnp.float32)
+    grid = parts[0].shape[1:3]
+    projected, start = None, 0
+    for part in parts:
+      rows = kernel[start:start + part.shape[-1]]
+      start += part.shape[-1]
+      term = upsampling.bilinear(dense.matmul(part, rows.astype(part.dtype)), grid)
+      projected = term if projected is None else projected + term
+    if self.use_bias:
+      projected = projected + self.param(
+          'bias', lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound), (self.features,),
+          jnp.float32)
+    return projected
+
+
 class Projector(nn.Module):
-  """1x1 convolution over the channel axis, keeping the channel count: [..., C] -> [..., C].
+  """1x1 convolution over the channel axis of the features, keeping the channel count: [..., C] -> [..., C].
 
   `use_bias=True` is the paper's 1x1 conv; False is the 'linear' (bias-free) projector. Init as torch's
   Conv2d/Linear: kernel and bias U(±1/sqrt(C)).
+
+  Called on the per-layer features of `encode_layers` (a list, shallowest and largest grid first), it
+  computes the same function as on their concatenation `encode`: bilinear upsampling treats every channel
+  alike, so it commutes with the channel mixing, and each layer's rows of the kernel are applied at the
+  layer's own resolution before upsampling and summing (up to float rounding; at 224² with layers 1-3 of a
+  wide ResNet, 4x fewer multiplications, and no concatenated map). A single array is one part.
   """
   use_bias: bool = True
 
   @nn.compact
-  def __call__(self, features: jax.Array) -> jax.Array:
-    channels = features.shape[-1]
-    bound = 1.0 / np.sqrt(channels)
-    return nn.Dense(channels, use_bias=self.use_bias,
-                    kernel_init=nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform'),
-                    bias_init=lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound),
-                    dot_general=dense.flax_dot_general, name='conv1x1')(features)
+  def __call__(self, features) -> jax.Array:
+    parts = list(features) if isinstance(features, (list, tuple)) else [features]
+    return _Conv1x1(sum(part.shape[-1] for part in parts), self.use_bias, name='conv1x1')(parts)
 
 
 def check_layers(layers) -> tuple[str, ...]:
@@ -107,19 +134,24 @@ def check_layers(layers) -> tuple[str, ...]:
   return tuple(sorted(set(layers), key=resnet.FEATURE_NAMES.index))
 
 
-def encode(backbone: nn.Module, backbone_variables, images: jax.Array, *, layers) -> jax.Array:
-  """Frozen features [batch, h, w, channels] of images [batch, height, width, 3].
+def encode_layers(backbone: nn.Module, backbone_variables, images: jax.Array, *, layers) -> list[jax.Array]:
+  """Frozen features of images [batch, height, width, 3], one [batch, h_i, w_i, channels_i] per layer.
 
-  Spatial layers are resized bilinearly to the grid of the shallowest one and concatenated; 'penultimate'
-  gives a 1x1 grid. BatchNorm runs on its running statistics; no gradient flows back (stop_gradient).
+  'penultimate' gives a 1x1 grid. BatchNorm runs on its running statistics; no gradient flows back
+  (stop_gradient).
   """
   outputs = backbone.apply(backbone_variables, images, train=False, outputs=layers)
   if layers == ('penultimate',):
-    return jax.lax.stop_gradient(outputs['penultimate'][:, None, None, :])
-  batch, height, width, _ = outputs[layers[0]].shape
-  resized = [jax.image.resize(outputs[name], (batch, height, width, outputs[name].shape[-1]), 'bilinear')
-             for name in layers]
-  return jax.lax.stop_gradient(jnp.concatenate(resized, axis=-1))
+    return [jax.lax.stop_gradient(outputs['penultimate'][:, None, None, :])]
+  return [jax.lax.stop_gradient(outputs[name]) for name in layers]
+
+
+def encode(backbone: nn.Module, backbone_variables, images: jax.Array, *, layers) -> jax.Array:
+  """Frozen features [batch, h, w, channels] of images [batch, height, width, 3]: the layers of
+  `encode_layers` resized bilinearly to the grid of the shallowest one and concatenated."""
+  parts = encode_layers(backbone, backbone_variables, images, layers=layers)
+  grid = parts[0].shape[1:3]
+  return jnp.concatenate([upsampling.bilinear(part, grid) for part in parts], axis=-1)
 
 
 def gaussian_smooth(maps: jax.Array, *, sigma: float, truncate: float = 4.0) -> jax.Array:
@@ -142,7 +174,7 @@ def gaussian_smooth(maps: jax.Array, *, sigma: float, truncate: float = 4.0) -> 
 
 def anomaly_maps(distances: jax.Array, *, size: tuple[int, int], sigma: float = 0.0) -> jax.Array:
   """Low-resolution scores [batch, h, w] -> [batch, height, width] (bilinear, then optional blur)."""
-  upsampled = jax.image.resize(distances, (distances.shape[0],) + tuple(size), 'bilinear')
+  upsampled = upsampling.bilinear(distances[..., None], size)[..., 0]
   return gaussian_smooth(upsampled, sigma=sigma)
 
 
@@ -166,33 +198,34 @@ def _digest(image: np.ndarray) -> bytes:
 def make_feature_cache(*, capacity: int | None):
   """Host-memory feature cache keyed by image content: returns (lookup, store, stats).
 
-  `lookup(images [b, ...]) -> (features, all_hit)` and `store(images, features, all_hit)` run as host
-  callbacks inside the jitted loss. Keys are hashes of the exact preprocessed pixels, so a hit returns the
+  `lookup(images [b, ...], shapes, dtype) -> (features, all_hit)` and `store(images, features, all_hit)`
+  run as host callbacks inside the jitted loss; features are a list of arrays [b, *shape], one per entry of
+  `shapes` (the encoder's layers). Keys are hashes of the exact preprocessed pixels, so a hit returns the
   encoder's output for that very image; with augmentation every lookup misses (still correct, just no
   speed-up), and at most `capacity` images (the training set size) are ever stored.
   """
   entries, lock, counts = {}, threading.Lock(), {'hits': 0, 'misses': 0}
 
-  def lookup(images, feature_shape, dtype):
+  def lookup(images, shapes, dtype):
     keys = [_digest(image) for image in np.asarray(images)]
     with lock:
       found = [entries.get(key) for key in keys]
       hit = all(value is not None for value in found)
       counts['hits' if hit else 'misses'] += len(keys)
     if not hit:
-      return np.zeros((len(keys),) + feature_shape, dtype), np.bool_(False)
-    return np.stack(found).astype(dtype), np.bool_(True)
+      return [np.zeros((len(keys),) + tuple(shape), dtype) for shape in shapes], np.bool_(False)
+    return [np.stack([value[index] for value in found]).astype(dtype) for index in range(len(shapes))], np.bool_(True)
 
   def store(images, features, all_hit):
     if all_hit:
       return
     keys = [_digest(image) for image in np.asarray(images)]
-    values = np.array(features)
+    values = [np.array(part) for part in features]
     with lock:
-      for key, value in zip(keys, values):
+      for row, key in enumerate(keys):
         if capacity is not None and len(entries) >= capacity:
           break
-        entries[key] = value
+        entries[key] = tuple(part[row] for part in values)
 
   def stats():
     with lock:
@@ -247,6 +280,9 @@ def make(config, *, train_size: int | None = None) -> Method:
   def features_of(backbone_vars, images):
     return encode(backbone, backbone_vars, images, layers=layers)
 
+  def layers_of(backbone_vars, images):
+    return encode_layers(backbone, backbone_vars, images, layers=layers)
+
   dimension = jax.eval_shape(features_of, backbone_variables, jnp.zeros(weights.SAMPLE_SHAPE)).shape[-1]
   feature_mean = None
   if hp.center_distribution == 'feature_mean':
@@ -261,19 +297,19 @@ def make(config, *, train_size: int | None = None) -> Method:
     logging.warning('occ.cache_features: off, the feature cache needs train.num_devices = 1')
 
   def init(rng, images):
-    variables = dict(projector.init(rng, features_of(backbone_variables, images)))
+    variables = dict(projector.init(rng, layers_of(backbone_variables, images)))
     variables['backbone'] = backbone_variables
     variables['center'] = {'center': jnp.asarray(center)}
     return variables
 
   def train_features(backbone_vars, images):
     if not cache:
-      return features_of(backbone_vars, images)
-    shape = jax.eval_shape(features_of, backbone_vars, images)
+      return layers_of(backbone_vars, images)
+    shapes = jax.eval_shape(layers_of, backbone_vars, images)
     cached, all_hit = jax.pure_callback(
-        lambda x: lookup(x, shape.shape[1:], np.dtype(shape.dtype)),
-        (shape, jax.ShapeDtypeStruct((), jnp.bool_)), images)
-    features = jax.lax.cond(all_hit, lambda: cached, lambda: features_of(backbone_vars, images))
+        lambda x: lookup(x, [shape.shape[1:] for shape in shapes], np.dtype(shapes[0].dtype)),
+        (shapes, jax.ShapeDtypeStruct((), jnp.bool_)), images)
+    features = jax.lax.cond(all_hit, lambda: cached, lambda: layers_of(backbone_vars, images))
     io_callback(store, None, images, features, all_hit, ordered=False)
     return features
 
@@ -289,8 +325,7 @@ def make(config, *, train_size: int | None = None) -> Method:
   @jax.jit
   def score(variables, statistics, images):
     del statistics
-    projected = projector.apply({'params': variables['params']},
-                                features_of(variables['backbone'], images))
+    projected = projector.apply({'params': variables['params']}, layers_of(variables['backbone'], images))
     distances = occ_losses.soft_boundary(projected, variables['center']['center'], radius=radius)
     maps = anomaly_maps(distances, size=images.shape[1:3], sigma=sigma)
     return {'distance': maps}, {'max': jnp.max(maps, axis=(1, 2)), 'mean': jnp.mean(maps, axis=(1, 2))}

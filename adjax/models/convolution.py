@@ -178,7 +178,7 @@ PER_PHASE_MIN_CHANNELS = 16
 
 # Negate the folded kernel of `strided_input_gradient` (and its result; both exact) so that XLA hoists the
 # fold out of loops: it does not hoist reshapes, reverses and transposes on their own, so inside an SGLD
-# chain's `lax.scan` the kernel was refolded every step (a strided copy, ~1-3 ms per 256 -> 256 layer); a
+# chain's `lax.scan` the kernel was refolded every step (a slow strided copy per layer); a
 # negation is worth hoisting, and it takes the fold with it. The result's negation fuses into the
 # depth-to-space. False: the fold as written (for comparisons, `python scripts/conv_speed.py --tables 12`).
 HOIST_KERNEL_FOLD = True
