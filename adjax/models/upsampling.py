@@ -5,9 +5,13 @@ to the front and back again: on CPU several transposed copies of the whole map. 
 half-pixel centres put output pixel f i + p at input coordinate i + d_p, d_p = (p + 1/2) / f - 1/2, between
 the same two input pixels for every i: each phase p is a weighted sum of two shifted copies of the input
 (the edge pixel repeated at the borders, which is what resize's renormalised weights do there), and the
-phases interleave by a reshape. Elementwise work XLA fuses into one pass per axis.
+phases interleave by a reshape. Elementwise work XLA fuses into one pass per axis. A custom VJP computes the
+adjoint in the same form (each phase's gradient added back onto the two pixels it read): the transpose JAX
+derives materialised every shifted, padded copy of the gradient, and OCC's 224² train step needed 3.3 GB
+of XLA buffers instead of 2.6 GB.
 """
 
+import functools
 from typing import Sequence
 
 import jax
@@ -16,21 +20,78 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def _taps(factor: int):
+  """Per output phase p: (low, weight) — it reads input pixels i + low and i + low + 1 with weights 1 - w, w."""
+  taps = []
+  for phase in range(factor):
+    offset = (phase + 0.5) / factor - 0.5  # In (-1/2, 1/2).
+    low = int(np.floor(offset))
+    taps.append((low, offset - low))
+  return taps
+
+
 def _upsample_axis(x: jax.Array, factor: int, axis: int) -> jax.Array:
   length = x.shape[axis]
   padded = jnp.concatenate([lax.slice_in_dim(x, 0, 1, axis=axis), x,
                             lax.slice_in_dim(x, length - 1, length, axis=axis)], axis=axis)
-  phases = []
-  for phase in range(factor):
-    offset = (phase + 0.5) / factor - 0.5  # In (-1/2, 1/2): between input pixels i + low and i + low + 1.
-    low = int(np.floor(offset))
-    weight = offset - low
-    first = lax.slice_in_dim(padded, 1 + low, 1 + low + length, axis=axis)
-    second = lax.slice_in_dim(padded, 2 + low, 2 + low + length, axis=axis)
-    phases.append((1 - weight) * first + weight * second)
+  phases = [(1 - weight) * lax.slice_in_dim(padded, 1 + low, 1 + low + length, axis=axis)
+            + weight * lax.slice_in_dim(padded, 2 + low, 2 + low + length, axis=axis)
+            for low, weight in _taps(factor)]
   shape = list(x.shape)
   shape[axis] *= factor
   return jnp.stack(phases, axis=axis + 1).reshape(shape)
+
+
+def _upsample_axis_transpose(grad: jax.Array, factor: int, axis: int) -> jax.Array:
+  """The adjoint of `_upsample_axis`: each phase's gradient added back onto the two pixels it read.
+
+  Input pixel k gets (1 - w) g_p[k - low] + w g_p[k - low - 1] from phase p, read from the phases padded by
+  one zero on both sides (materialised once; fused into the sums, XLA:CPU kept each shifted copy as its
+  own buffer); the edge pixels also get what the clamped reads beyond them took.
+  """
+  length = grad.shape[axis] // factor
+  phases = grad.reshape(grad.shape[:axis] + (length, factor) + grad.shape[axis + 1:])
+  widths = [(1, 1, 0) if dim == axis else (0, 0, 0) for dim in range(phases.ndim)]
+  padded = lax.optimization_barrier(lax.pad(phases, jnp.zeros((), grad.dtype), widths))
+  shifted = lambda phase, start: lax.index_in_dim(
+      lax.slice_in_dim(padded, start, start + length, axis=axis), phase, axis=axis + 1, keepdims=False)
+  total, first, last = None, 0, 0
+  for phase, (low, weight) in enumerate(_taps(factor)):
+    term = (1 - weight) * shifted(phase, 1 - low) + weight * shifted(phase, -low)
+    total = term if total is None else total + term
+    edge = lambda index: lax.index_in_dim(lax.index_in_dim(phases, phase, axis=axis + 1, keepdims=False),
+                                          index, axis=axis)
+    if low < 0:  # Phase p at pixel 0 also read the clamped pixel before it, which is pixel 0.
+      first = first + (1 - weight) * edge(0)
+    else:  # ... and at the last pixel, the one after it.
+      last = last + weight * edge(length - 1)
+  if length == 1:
+    return total + first + last
+  middle = lax.slice_in_dim(total, 1, length - 1, axis=axis)
+  return jnp.concatenate([lax.slice_in_dim(total, 0, 1, axis=axis) + first, middle,
+                          lax.slice_in_dim(total, length - 1, length, axis=axis) + last], axis=axis)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _upsample(x, factor_h, factor_w):
+  for axis, factor in ((1, factor_h), (2, factor_w)):
+    if factor > 1:
+      x = _upsample_axis(x, factor, axis)
+  return x
+
+
+def _upsample_forward(x, factor_h, factor_w):
+  return _upsample(x, factor_h, factor_w), None
+
+
+def _upsample_backward(factor_h, factor_w, _, grad):
+  for axis, factor in ((2, factor_w), (1, factor_h)):
+    if factor > 1:
+      grad = _upsample_axis_transpose(grad, factor, axis)
+  return (grad,)
+
+
+_upsample.defvjp(_upsample_forward, _upsample_backward)
 
 
 def bilinear(x: jax.Array, size: Sequence[int]) -> jax.Array:
@@ -44,7 +105,4 @@ def bilinear(x: jax.Array, size: Sequence[int]) -> jax.Array:
   out_height, out_width = (int(value) for value in size)
   if out_height % height or out_width % width:
     return jax.image.resize(x, (x.shape[0], out_height, out_width) + x.shape[3:], 'bilinear')
-  for axis, factor in ((1, out_height // height), (2, out_width // width)):
-    if factor > 1:
-      x = _upsample_axis(x, factor, axis)
-  return x
+  return _upsample(x, out_height // height, out_width // width)
