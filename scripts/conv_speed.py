@@ -35,6 +35,8 @@
    whole `adjax.bench` train steps at 64² and 224².
 14. OCC's projector on the concatenated features (layers resized by `jax.image.resize`, as before stop 21) vs
    on the per-layer features (`occ.Projector`'s default), whole `adjax.bench` train steps and scores.
+15. The EBM's stride-2 layers at 128² (forward and input gradient), XLA vs PyTorch's eager channels-last
+   convolutions in the same process (needs torch, the `test` extra; not in the default list).
 `--tables 2,6` runs some of them.
 """
 
@@ -393,7 +395,8 @@ def dense_gradient_table(args):
   from adjax.models import dense  # pylint: disable=g-import-not-at-top
   print(f'\nOCC projector matmuls, whole bench train steps (batch {BATCH}), ms per call (median (min) of '
         f'{3 * args.repeats} interleaved calls):')
-  print("| case | size | JAX's rule (`lax.dot_general`) | `dense.matmul` (default) | ratio of medians |\n|---|---|---|---|---|")
+  print("| case | size | JAX's rule (`lax.dot_general`) | `dense.matmul` (default) | ratio of medians |\n"
+        '|---|---|---|---|---|')
   for size in (64, 224):
     calls = {form: _compiled_bench_case('occ', size, 'train_step', patches=patches)
              for form, patches in (('lax', [(dense, 'matmul', _lax_matmul)]), ('dense', []))}
@@ -419,9 +422,49 @@ def occ_projector_table(args):
     _ab_row(f'{case} | {size}²', calls, args)
 
 
+def ebm_layers_vs_torch_table(args):
+  import torch  # pylint: disable=g-import-not-at-top  (the `test` extra's CPU wheel)
+  print(f'\nEBM stride-2 layers at 128², batch {BATCH}: XLA vs PyTorch (channels-last, eager), ms per call '
+        f'(median of {3 * args.repeats} interleaved calls) and GFLOP/s:')
+  print('| layer | GFLOP | XLA forward | PyTorch forward | XLA input gradient | PyTorch input gradient |\n'
+        '|---|---|---|---|---|---|')
+  rng = np.random.default_rng(0)
+  padding = ((1, 1), (1, 1))
+  channels, size = 32, 128
+  for features in energy.features_for(size):
+    x, kernel, grad = (rng.standard_normal(shape).astype(np.float32) for shape in (
+        (BATCH, size, size, channels), (4, 4, channels, features), (BATCH, size // 2, size // 2, features)))
+    forward = jax.jit(lambda x, k: lax.conv_general_dilated(x, k, (2, 2), padding,
+                                                            dimension_numbers=convolution.NHWC_HWIO))
+    input_shape = x.shape
+    backward = jax.jit(lambda g, k: convolution.strided_input_gradient(g, k, padding, input_shape))
+    to_torch = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+    tx, tg = to_torch(x), to_torch(grad)
+    tk = torch.from_numpy(kernel).permute(3, 2, 0, 1).contiguous(memory_format=torch.channels_last)
+
+    def torch_forward():
+      with torch.no_grad():
+        return torch.nn.functional.conv2d(tx, tk, stride=2, padding=1)
+
+    def torch_input_gradient():
+      with torch.no_grad():
+        return torch.ops.aten.convolution_backward(tg, tx, tk, None, (2, 2), (1, 1), (1, 1), False, (0, 0), 1,
+                                                   (True, False, False))[0]
+
+    jx, jk, jg = map(jnp.asarray, (x, kernel, grad))
+    times = measure.interleaved_timings_ms({'xla forward': _blocking(forward, jx, jk), 'torch forward': torch_forward,
+                                            'xla input gradient': _blocking(backward, jg, jk),
+                                            'torch input gradient': torch_input_gradient}, repeats=3 * args.repeats)
+    gflop = 2 * BATCH * (size // 2) ** 2 * 16 * channels * features / 1e9
+    print(f'| {size}², {channels} -> {features} | {gflop:.2f} | ' + ' | '.join(
+        f"{t['median_ms']:.1f} ({gflop / t['median_ms'] * 1e3:.0f})" for t in times.values()) + ' |')
+    channels, size = features, size // 2
+
+
 TABLES = (sgld_table, im2col_table, few_outputs_table, upsample_table, strided_table, pool_table,
           winograd_table, winograd_2x2_table, strided_impl_table, ssim_blur_table, pool_form_table,
-          ebm_per_step_table, dense_gradient_table, occ_projector_table)
+          ebm_per_step_table, dense_gradient_table, occ_projector_table,
+          ebm_layers_vs_torch_table)
 
 
 def main():
@@ -429,7 +472,8 @@ def main():
   parser.add_argument('--size', type=int, default=64, help='EBM image size (4 * 2**k).')
   parser.add_argument('--steps', type=int, default=10, help='SGLD steps per timed chain.')
   parser.add_argument('--repeats', type=int, default=5)
-  parser.add_argument('--tables', default='1,2,3,4,5,6,7,8,9,10,11,12,13,14', help='Which of the tables above to measure.')
+  parser.add_argument('--tables', default='1,2,3,4,5,6,7,8,9,10,11,12,13,14',
+                      help='Which of the tables above to measure.')
   args = parser.parse_args()
   for number in sorted({int(number) for number in args.tables.split(',')}):
     TABLES[number - 1](args)

@@ -163,7 +163,7 @@ def test_projector_on_per_layer_features_equals_the_dense_layer_on_their_concate
                        bias_init=lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -channels**-0.5,
                                                                               channels**-0.5))
   wrapped = lambda p, x: reference.apply({'params': p['params']['conv1x1']}, x)
-  expected_shapes = {'kernel': (channels, channels), 'bias': (channels,)} if use_bias else {'kernel': (channels, channels)}
+  expected_shapes = {'kernel': (channels, channels)} | ({'bias': (channels,)} if use_bias else {})
   assert jax.tree.map(jnp.shape, params) == {'params': {'conv1x1': expected_shapes}}
   scale = float(jnp.max(jnp.abs(wrapped(params, concatenated))))
   np.testing.assert_allclose(projector.apply(params, parts), wrapped(params, concatenated), rtol=0, atol=2e-5 * scale)

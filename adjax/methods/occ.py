@@ -79,7 +79,8 @@ def make_center(*, dimension: int, distribution: str = 'normal', norm: float = 1
 
 
 class _Conv1x1(nn.Module):
-  """`nn.Dense(features)`'s parameters (same names, shapes and initialisation), applied to per-layer maps."""
+  """`nn.Dense(features)`'s parameters (same names, shapes and initialisation) applied to the per-layer maps
+  [batch, h_i, w_i, c_i] (largest grid first) as to their concatenation at the first grid."""
   features: int
   use_bias: bool
 
@@ -214,7 +215,8 @@ def make_feature_cache(*, capacity: int | None):
       counts['hits' if hit else 'misses'] += len(keys)
     if not hit:
       return [np.zeros((len(keys),) + tuple(shape), dtype) for shape in shapes], np.bool_(False)
-    return [np.stack([value[index] for value in found]).astype(dtype) for index in range(len(shapes))], np.bool_(True)
+    stacked = [np.stack([value[index] for value in found]).astype(dtype) for index in range(len(shapes))]
+    return stacked, np.bool_(True)
 
   def store(images, features, all_hit):
     if all_hit:
