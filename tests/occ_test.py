@@ -142,9 +142,9 @@ def test_maps_and_scores_match_numpy(smoke_method):
                                rtol=1e-4)
 
 
-@pytest.mark.parametrize('use_bias', [True, False])
-@pytest.mark.parametrize('image_size, layers', [(32, LAYERS), (40, LAYERS), (32, ('layer2',)), (32, ('penultimate',))])
-def test_projector_on_per_layer_features_equals_the_dense_layer_on_their_concatenation(use_bias, image_size, layers):
+@pytest.mark.parametrize('image_size, layers, use_bias', [(32, LAYERS, True), (40, LAYERS, False),
+                                                       (32, ('layer2',), True), (32, ('penultimate',), False)])
+def test_projector_on_per_layer_features_equals_the_dense_layer_on_their_concatenation(image_size, layers, use_bias):
   """The same parameters as `nn.Dense` and the same function of the concatenated features, also when the
   grids are no integer multiples of each other (40²: 10, 5 and 3 positions)."""
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
