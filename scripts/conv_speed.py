@@ -346,9 +346,9 @@ def _compiled_bench_case(name, size, case, *, sgld_steps=1, patches=()):
 
 def _ab_row(label, calls, args):
   times = measure.interleaved_timings_ms(calls, repeats=3 * args.repeats)
-  first, last = (times[name]['median_ms'] for name in (next(iter(times)), list(times)[-1]))
+  medians = [t['median_ms'] for t in times.values()]
   print(f'| {label} | ' + ' | '.join(f"{t['median_ms']:.1f} ({t['min_ms']:.1f})" for t in times.values())
-        + f' | {last / first:.2f} |')
+        + f' | {medians[-1] / medians[0]:.2f} |')
 
 
 def pool_form_table(args):

@@ -47,28 +47,28 @@ def _upsample_axis_transpose(grad: jax.Array, factor: int, axis: int) -> jax.Arr
 
   Input pixel k gets (1 - w) g_p[k - low] + w g_p[k - low - 1] from phase p, read from the phases padded by
   one zero on both sides (materialised once; fused into the sums, XLA:CPU kept each shifted copy as its
-  own buffer); the edge pixels also get what the clamped reads beyond them took.
+  own buffer).
   """
   length = grad.shape[axis] // factor
   phases = grad.reshape(grad.shape[:axis] + (length, factor) + grad.shape[axis + 1:])
   widths = [(1, 1, 0) if dim == axis else (0, 0, 0) for dim in range(phases.ndim)]
   padded = lax.optimization_barrier(lax.pad(phases, jnp.zeros((), grad.dtype), widths))
-  shifted = lambda phase, start: lax.index_in_dim(
-      lax.slice_in_dim(padded, start, start + length, axis=axis), phase, axis=axis + 1, keepdims=False)
   total, first, last = None, 0, 0
   for phase, (low, weight) in enumerate(_taps(factor)):
-    term = (1 - weight) * shifted(phase, 1 - low) + weight * shifted(phase, -low)
+    padded_phase = lax.index_in_dim(padded, phase, axis=axis + 1, keepdims=False)
+    term = ((1 - weight) * lax.slice_in_dim(padded_phase, 1 - low, 1 - low + length, axis=axis)
+            + weight * lax.slice_in_dim(padded_phase, -low, -low + length, axis=axis))
     total = term if total is None else total + term
-    edge = lambda index: lax.index_in_dim(lax.index_in_dim(phases, phase, axis=axis + 1, keepdims=False),
-                                          index, axis=axis)
-    if low < 0:  # Phase p at pixel 0 also read the clamped pixel before it, which is pixel 0.
-      first = first + (1 - weight) * edge(0)
-    else:  # ... and at the last pixel, the one after it.
-      last = last + weight * edge(length - 1)
+    # The edge pixels also get the clamped reads beyond them: pixel 0 from phases reading one to its left,
+    # the last pixel from phases reading one to its right (padded[1] and padded[length] are g_p[0], g_p[-1]).
+    if low < 0:
+      first = first + (1 - weight) * lax.slice_in_dim(padded_phase, 1, 2, axis=axis)
+    else:
+      last = last + weight * lax.slice_in_dim(padded_phase, length, length + 1, axis=axis)
   if length == 1:
     return total + first + last
-  middle = lax.slice_in_dim(total, 1, length - 1, axis=axis)
-  return jnp.concatenate([lax.slice_in_dim(total, 0, 1, axis=axis) + first, middle,
+  return jnp.concatenate([lax.slice_in_dim(total, 0, 1, axis=axis) + first,
+                          lax.slice_in_dim(total, 1, length - 1, axis=axis),
                           lax.slice_in_dim(total, length - 1, length, axis=axis) + last], axis=axis)
 
 
