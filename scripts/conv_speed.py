@@ -11,7 +11,8 @@
 4. The LAMP decoder's layers (nearest 2x upsampling, then a 3x3 conv), upsampling then convolving vs
    `upsample_conv2d`: forward + gradients.
 5. The input gradient of the LAMP encoder's 3x3 stride-2 convs, one conv over zero-padded phase taps vs
-   one conv per phase (`PER_PHASE_MIN_CHANNELS`).
+   one conv per phase (`PER_PHASE_MIN_CHANNELS`) on the padded grid (as before stop 22) and on each phase's
+   exact grid (`EXACT_PHASES`).
 6. 2x2 max pooling (VGG, the fully convolutional CAE) after a ReLU: forward, and the gradient through
    `flax.linen.max_pool` (`select_and_scatter_add`) vs `adjax.models.pooling.max_pool_2x2`.
 7. A 3x3 stride-1 conv with padding 1 (VGG's and ResNet's layers) through XLA's convolution and by
@@ -37,6 +38,9 @@
    on the per-layer features (`occ.Projector`'s default), whole `adjax.bench` train steps and scores.
 15. The EBM's stride-2 layers at 128² (forward and input gradient), XLA vs PyTorch's eager channels-last
    convolutions in the same process (needs torch, the `test` extra; not in the default list).
+16. The EBM's stride-2 input gradients layer by layer, the four phases from one conv on the padded grid vs one
+   exact conv per phase (`PER_PHASE_MAX_EVEN_OUTPUT_PIXELS`), then whole `adjax.bench` EBM cases as before
+   stop 22, with `convolution.EXACT_PHASES`, and with `scoring.SLICED_NORM_MAX_CHANNELS` too (the default).
 `--tables 2,6` runs some of them.
 """
 
@@ -55,6 +59,7 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-posi
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from adjax import sampling  # pylint: disable=g-import-not-at-top,wrong-import-position
+from adjax import scoring  # pylint: disable=g-import-not-at-top,wrong-import-position
 from adjax.bench import measure  # pylint: disable=g-import-not-at-top,wrong-import-position
 from adjax.losses import reconstruction  # pylint: disable=g-import-not-at-top,wrong-import-position
 from adjax.models import convolution  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -132,17 +137,29 @@ def upsample_conv_ms(*, size: int, channels: int, features: int, repeats: int) -
   return tuple(median_ms(lambda g=g: g(x, kernel), repeats=repeats) for g in grads)
 
 
-def strided_input_gradient_ms(*, size: int, channels: int, features: int, repeats: int) -> tuple[float, float]:
+def _compiled_with(fn, args, patches):
+  """fn jitted and compiled for args with (module, attribute, value) patches in place; a blocking call."""
+  saved = [(module, attribute, getattr(module, attribute)) for module, attribute, _ in patches]
+  try:
+    for module, attribute, value in patches:
+      setattr(module, attribute, value)
+    # A new function each time: jit would reuse the trace of the same function made under other patches.
+    compiled = jax.jit(lambda *args: fn(*args)).lower(*args).compile()
+  finally:
+    for module, attribute, value in saved:
+      setattr(module, attribute, value)
+  return _blocking(compiled, *args)
+
+
+def strided_input_gradient_ms(*, size: int, channels: int, features: int, repeats: int) -> dict[str, float]:
   grad_out = jax.random.normal(jax.random.key(0), (BATCH, size // 2, size // 2, features))
   kernel = jax.random.normal(jax.random.key(1), (3, 3, channels, features))
   shape, padding = (BATCH, size, size, channels), ((0, 1), (0, 1))
-  times = []
-  for per_phase_min_channels in (10**9, 0):  # One conv over padded taps; one conv per phase.
-    convolution.PER_PHASE_MIN_CHANNELS = per_phase_min_channels
-    fn = jax.jit(lambda g, k: convolution.strided_input_gradient(g, k, padding, shape))
-    times.append(median_ms(lambda fn=fn: fn(grad_out, kernel), repeats=repeats))
-  convolution.PER_PHASE_MIN_CHANNELS = 16
-  return tuple(times)
+  fn = lambda g, k: convolution.strided_input_gradient(g, k, padding, shape)
+  forms = {'one conv': [(convolution, 'PER_PHASE_MIN_CHANNELS', 10**9)],
+           'per phase, padded grid': [(convolution, 'EXACT_PHASES', False)], 'per phase, exact (default)': []}
+  calls = {name: _compiled_with(fn, (grad_out, kernel), patches) for name, patches in forms.items()}
+  return {name: t['median_ms'] for name, t in measure.interleaved_timings_ms(calls, repeats=repeats).items()}
 
 
 def max_pool_ms(*, size: int, channels: int, repeats: int) -> tuple[float, float, float]:
@@ -216,12 +233,13 @@ def upsample_table(args):
 
 
 def strided_table(args):
-  print(f'\nInput gradient of a 3x3 stride-2 conv (LAMP encoder at 256²), batch {BATCH}, ms:')
-  print('| input | one conv, zero taps | one conv per phase |\n|---|---|---|')
+  print(f'\nInput gradient of a 3x3 stride-2 conv (LAMP encoder at 256²), batch {BATCH}, ms (median of '
+        f'{args.repeats} interleaved calls):')
+  print('| input | one conv, zero taps | one conv per phase, padded grid | one conv per phase, exact grid (default) |\n'
+        '|---|---|---|---|')
   for size, channels, features in ((128, 32, 64), (64, 64, 128), (32, 128, 256), (16, 256, 256)):
-    one, per_phase = strided_input_gradient_ms(size=size, channels=channels, features=features,
-                                               repeats=args.repeats)
-    print(f'| {size}², {channels} -> {features} | {one:.2f} | {per_phase:.2f} |')
+    times = strided_input_gradient_ms(size=size, channels=channels, features=features, repeats=args.repeats)
+    print(f'| {size}², {channels} -> {features} | ' + ' | '.join(f'{t:.2f}' for t in times.values()) + ' |')
 
 
 def pool_table(args):
@@ -461,10 +479,37 @@ def ebm_layers_vs_torch_table(args):
     channels, size = features, size // 2
 
 
+def ebm_exact_phases_table(args):
+  print(f'\nEBM stride-2 input gradients (batch {BATCH}), all four phases from one conv on the padded grid vs one '
+        f'exact conv per phase, ms per call (median (min) of {3 * args.repeats} interleaved calls):')
+  print('| layer (net at 128²) | one conv | per phase, exact | ratio of medians |\n|---|---|---|---|')
+  padding = ((1, 1), (1, 1))
+  channels, size = 32, 128
+  for features in energy.features_for(size):
+    grad_out = jax.random.normal(jax.random.key(0), (BATCH, size // 2, size // 2, features))
+    kernel = jax.random.normal(jax.random.key(1), (4, 4, channels, features))
+    shape = (BATCH, size, size, channels)
+    fn = lambda g, k, shape=shape: convolution.strided_input_gradient(g, k, padding, shape)
+    calls = {form: _compiled_with(fn, (grad_out, kernel), [(convolution, 'PER_PHASE_MAX_EVEN_OUTPUT_PIXELS', pixels)])
+             for form, pixels in (('one', 0), ('exact', 10**9))}
+    _ab_row(f'{size}², {channels} -> {features}', calls, args)
+    channels, size = features, size // 2
+  print(f'\nWhole bench cases (chains of {args.steps} SGLD steps): before stop 22, + exact phases (up to '
+        f'{convolution.PER_PHASE_MAX_EVEN_OUTPUT_PIXELS} output pixels), + pixel scores as sums of channel slices '
+        '(`scoring.SLICED_NORM_MAX_CHANNELS`; the default):')
+  print('| case | size | before | + exact phases | + sliced norms (default) | ratio of medians |\n|---|---|---|---|---|---|')
+  forms = {'before': [(convolution, 'EXACT_PHASES', False), (scoring, 'SLICED_NORM_MAX_CHANNELS', 0)],
+           'exact': [(scoring, 'SLICED_NORM_MAX_CHANNELS', 0)], 'default': []}
+  for size, case in ((64, 'score'), (128, 'score'), (64, 'sgld_chain'), (128, 'sgld_chain')):
+    calls = {form: _compiled_bench_case('ebm', size, case, sgld_steps=args.steps, patches=patches)
+             for form, patches in forms.items()}
+    _ab_row(f'{case} | {size}²', calls, args)
+
+
 TABLES = (sgld_table, im2col_table, few_outputs_table, upsample_table, strided_table, pool_table,
           winograd_table, winograd_2x2_table, strided_impl_table, ssim_blur_table, pool_form_table,
           ebm_per_step_table, dense_gradient_table, occ_projector_table,
-          ebm_layers_vs_torch_table)
+          ebm_layers_vs_torch_table, ebm_exact_phases_table)
 
 
 def main():
@@ -472,7 +517,7 @@ def main():
   parser.add_argument('--size', type=int, default=64, help='EBM image size (4 * 2**k).')
   parser.add_argument('--steps', type=int, default=10, help='SGLD steps per timed chain.')
   parser.add_argument('--repeats', type=int, default=5)
-  parser.add_argument('--tables', default='1,2,3,4,5,6,7,8,9,10,11,12,13,14',
+  parser.add_argument('--tables', default='1,2,3,4,5,6,7,8,9,10,11,12,13,14,16',
                       help='Which of the tables above to measure.')
   args = parser.parse_args()
   for number in sorted({int(number) for number in args.tables.split(',')}):

@@ -130,7 +130,9 @@ def test_flax_adapter_falls_back_to_lax_for_strides_and_dilations():
 
 STRIDED_CASES = [((8, 8), 4, ((1, 1), (1, 1))), ((8, 8), 3, ((0, 1), (0, 1))), ((9, 7), 3, ((1, 1), (1, 1))),
                  ((10, 10), 4, ((2, 2), (2, 2))), ((8, 8), 2, ((0, 0), (0, 0))), ((9, 9), 5, ((0, 0), (0, 0))),
-                 ((9, 8), (3, 4), ((1, 1), (1, 2)))]  # Odd kernel sizes take one conv per phase.
+                 ((9, 8), (3, 4), ((1, 1), (1, 2))), ((8, 8), 2, ((1, 1), (2, 2))), ((8, 6), 4, ((3, 3), (1, 2)))]
+# Odd kernel sizes take one conv per phase; so do even ones on small maps, each phase on its exact grid
+# (the last two cases crop: negative conv padding).
 
 
 @pytest.mark.parametrize('per_phase_min_channels', [0, 10**9])
@@ -143,6 +145,23 @@ def test_strided_conv_and_its_gradients_equal_lax(size, kernel_size, padding, co
   x, kernel = _inputs(kernel_size=kernel_size, shape=(2,) + size + (3,))
   strided = lambda x, k: lax.conv_general_dilated(x, k, (2, 2), padding, dimension_numbers=convolution.NHWC_HWIO)
   _assert_same_function(lambda x, k: convolution.strided_conv2d(x, k, padding), strided, x, kernel, grad_atol=1e-4)
+
+
+def test_small_even_kernel_input_gradient_computes_only_the_input_grid(monkeypatch):
+  """An EBM-like 4x4 stride-2 layer at 8x8: four exact phase convs give 8x8 values per channel, one conv 10x10."""
+  monkeypatch.setattr(convolution, 'IM2COL_MAX_OUTPUT_PIXELS', 0)
+  x, kernel = _inputs(kernel_size=(4, 4), shape=(2, 8, 8, 16), out_channels=8)
+  grad_out = jax.random.normal(jax.random.key(3), (2, 4, 4, 8))
+  _, vjp = jax.vjp(lambda x: lax.conv_general_dilated(x, kernel, (2, 2), PADDINGS[0],
+                                                        dimension_numbers=convolution.NHWC_HWIO), x)
+  outputs = []
+  for max_pixels in (256, 0):  # Default (exact phases), then the one-conv form.
+    monkeypatch.setattr(convolution, 'PER_PHASE_MAX_EVEN_OUTPUT_PIXELS', max_pixels)
+    fn = lambda g, k: convolution.strided_input_gradient(g, k, PADDINGS[0], x.shape)
+    np.testing.assert_allclose(jax.jit(fn)(grad_out, kernel), vjp(grad_out)[0], rtol=1e-5, atol=1e-5)
+    convs = [eqn for eqn in jax.make_jaxpr(fn)(grad_out, kernel).eqns if eqn.primitive.name == 'conv_general_dilated']
+    outputs.append(sum(np.prod(eqn.outvars[0].aval.shape) for eqn in convs))
+  assert outputs == [2 * 8 * 8 * 16, 2 * 5 * 5 * 4 * 16]
 
 
 def test_strided_input_gradient_has_no_dilated_convolution():
@@ -187,8 +206,10 @@ def test_strided_input_gradient_kernel_fold_is_hoisted_out_of_a_scan(monkeypatch
 
 @pytest.mark.parametrize('kernel_size, padding', [(4, ((2, 2), (2, 2))), (2, 'VALID'), (3, 'SAME'), (4, 'SAME'),
                                                   (3, 'VALID'), (3, ((0, 2), (1, 0)))])
-def test_conv_transpose_equals_lax(kernel_size, padding, conv_path):
+@pytest.mark.parametrize('per_phase_min_channels', [16, 0])  # One conv for 3 channels; per phase.
+def test_conv_transpose_equals_lax(kernel_size, padding, per_phase_min_channels, conv_path, monkeypatch):
   del conv_path
+  monkeypatch.setattr(convolution, 'PER_PHASE_MIN_CHANNELS', per_phase_min_channels)
   x, kernel = _inputs(kernel_size=(kernel_size,) * 2, shape=(2, 5, 6, 3))
   explicit = tuple(convolution.transpose_padding(kernel_size, padding if isinstance(padding, str) else pair)
                    for pair in ((padding,) * 2 if isinstance(padding, str) else padding))

@@ -126,8 +126,9 @@ def test_finalize_floors_the_std_and_standardize_matches_numpy():
   np.testing.assert_allclose(scoring.standardize(maps, mean, std), (maps - mean) / std, rtol=1e-6)
 
 
-def test_pixel_and_image_norms_match_numpy():
-  maps = np.random.default_rng(9).normal(size=(3, 4, 5, 3)).astype(np.float32)
+@pytest.mark.parametrize('channels', [1, 3, 4, 5, 16])  # Summed slices up to 4 channels, a reduction above.
+def test_pixel_and_image_norms_match_numpy(channels):
+  maps = np.random.default_rng(9).normal(size=(3, 4, 5, channels)).astype(np.float32)
   for norm, order in (('l1', 1), ('l2', 2)):
     pixels = scoring.pixel_scores(maps, norm=norm)
     assert pixels.shape == (3, 4, 5)
@@ -136,6 +137,12 @@ def test_pixel_and_image_norms_match_numpy():
     assert images.shape == (3,)
     expected = np.linalg.norm(np.asarray(pixels).reshape(3, -1), ord=order, axis=1)
     np.testing.assert_allclose(images, expected, rtol=1e-5)
+
+
+def test_pixel_scores_of_a_few_channels_need_no_reduction():
+  """An image's 3 channels are summed elementwise; XLA:CPU sends a reduction to a slower separate kernel."""
+  lowered = lambda channels: jax.jit(scoring.pixel_scores).lower(jnp.ones((2, 4, 4, channels))).as_text()
+  assert 'reduce' not in lowered(3) and 'reduce' in lowered(16)
 
 
 @pytest.mark.parametrize('function', [scoring.pixel_scores, scoring.image_scores])

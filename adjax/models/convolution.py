@@ -174,6 +174,15 @@ def _strided_conv(x, kernel, padding):
 # (LAMP encoder, 3x3 stride 2: 1.3-1.7x faster, `python scripts/conv_speed.py`); below, one conv for all
 # phases, as four convs with few outputs each run slowly.
 PER_PHASE_MIN_CHANNELS = 16
+# With even kernel sizes one conv gives all four phases, but on the padded grid: (h / 2 + 1) x (w / 2 + 1)
+# outputs per phase for padding 1, where the input has h / 2 x w / 2 per phase. On small maps that waste is
+# large (25 / 16 at a 4x4 output) and four exact convs are faster: up to this many output pixels of the
+# forward conv (the EBM's three last stride-2 layers at 128²: 0.62-0.92x the time of one conv, 1.05-1.11x on
+# the larger maps above; `python scripts/conv_speed.py --tables 16`).
+PER_PHASE_MAX_EVEN_OUTPUT_PIXELS = 256
+# Per-phase convs give each phase exactly its part of dx (even heights and widths). False: every phase on the
+# padded grid, then cropped, as before stop 22 (for comparisons, `python scripts/conv_speed.py --tables 5,16`).
+EXACT_PHASES = True
 
 
 # Negate the folded kernel of `strided_input_gradient` (and its result; both exact) so that XLA hoists the
@@ -192,7 +201,9 @@ def strided_input_gradient(grad_out: jax.Array, kernel: jax.Array, padding: Padd
   is sum_u k[2u + r] dy[m - u]: for each phase r a stride-1 correlation of dy with the flipped sub-kernel
   k[r::2]. With even kernel sizes every phase has K / 2 taps and the four (row, column) phases are the
   output channels of one convolution; with odd sizes each phase is its own convolution with its own
-  number of taps. Interleaving the phases and dropping the padding gives dx. Nothing is dilated.
+  number of taps. Interleaving the phases and dropping the padding gives dx. Nothing is dilated. Per-phase
+  convs (odd sizes, and even ones on small maps) give each phase just its part of dx when the height and
+  width are even, and cannot share one conv then: the phases read windows of dy shifted by one.
 
   Args:
     grad_out: float [batch, out_height, out_width, out_channels].
@@ -208,7 +219,13 @@ def strided_input_gradient(grad_out: jax.Array, kernel: jax.Array, padding: Padd
   (top, bottom), (left, right) = padding
   rows, cols = -(-(height + top + bottom) // 2), -(-(width + left + right) // 2)
   batch, out_h, out_w, _ = grad_out.shape
-  if (kernel_h % 2 == 0 and kernel_w % 2 == 0) or in_channels < PER_PHASE_MIN_CHANNELS:
+  even = kernel_h % 2 == 0 and kernel_w % 2 == 0
+  exact = (EXACT_PHASES and height % 2 == 0 and width % 2 == 0 and min(kernel_h, kernel_w) >= 2
+           and in_channels >= PER_PHASE_MIN_CHANNELS
+           and (not even or out_h * out_w <= PER_PHASE_MAX_EVEN_OUTPUT_PIXELS))
+  if exact:
+    return _exact_phases_input_gradient(grad_out, kernel, padding, (height, width))
+  if even or in_channels < PER_PHASE_MIN_CHANNELS:
     # Even sizes: every phase has kernel size / 2 taps, and the four phases are the output channels of one
     # convolution. Few channels: the same with zero taps padded in (convs with few outputs run slowly).
     taps_h, taps_w = (kernel_h + 1) // 2, (kernel_w + 1) // 2
@@ -234,6 +251,36 @@ def strided_input_gradient(grad_out: jax.Array, kernel: jax.Array, padding: Padd
   padded = phases.reshape(batch, rows, cols, 2, 2, in_channels).transpose(0, 1, 3, 2, 4, 5)
   padded = padded.reshape(batch, 2 * rows, 2 * cols, in_channels)
   return padded[:, top:top + height, left:left + width]
+
+
+def _gradient_phase(parity: int, low: int, kernel_size: int, out_size: int, size: int):
+  """One axis of dx[2j + parity]: (first tap, number of taps, conv padding) of its correlation with dy.
+
+  x[q] sits at padded position p = q + low = 2 (j + shift) + r, so dx[2j + parity] = sum_u k[r + 2u]
+  dy[j + shift - u]: a correlation of dy with the reversed taps k[r::2], padded to give size / 2 outputs.
+  """
+  first, shift = (parity + low) % 2, (parity + low) // 2
+  taps = len(range(first, kernel_size, 2))
+  return first, (taps - 1 - shift, size // 2 + shift - out_size)
+
+
+def _exact_phases_input_gradient(grad_out, kernel, padding, size):
+  """`strided_input_gradient` for even height and width: one conv per phase of dx (even/odd rows and columns),
+  each giving exactly its [batch, height / 2, width / 2, in_channels] (padding may crop), then interleaved."""
+  batch, out_h, out_w, _ = grad_out.shape
+  in_channels = kernel.shape[2]
+  phases = []
+  for row_parity in range(2):
+    first_row, row_padding = _gradient_phase(row_parity, padding[0][0], kernel.shape[0], out_h, size[0])
+    for col_parity in range(2):
+      first_col, col_padding = _gradient_phase(col_parity, padding[1][0], kernel.shape[1], out_w, size[1])
+      sub = kernel[first_row::2, first_col::2][::-1, ::-1].transpose(0, 1, 3, 2)
+      if HOIST_KERNEL_FOLD:  # As in `strided_input_gradient`.
+        phases.append(-_conv(grad_out, -sub, (row_padding, col_padding)))
+      else:
+        phases.append(_conv(grad_out, sub, (row_padding, col_padding)))
+  interleaved = jnp.stack(phases, axis=3).reshape(batch, size[0] // 2, size[1] // 2, 2, 2, in_channels)
+  return interleaved.transpose(0, 1, 3, 2, 4, 5).reshape(batch, size[0], size[1], in_channels)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
