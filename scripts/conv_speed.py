@@ -504,6 +504,14 @@ def ebm_exact_phases_table(args):
     calls = {form: _compiled_bench_case('ebm', size, case, sgld_steps=args.steps, patches=patches)
              for form, patches in forms.items()}
     _ab_row(f'{case} | {size}²', calls, args)
+  print('\nThe autoencoders (3x3 stride-2 encoder convs; the CAE\'s 2x2 transposed convs), `EXACT_PHASES` off / on:')
+  print('| variant | case | size | phases on the padded grid | exact (default) | ratio of medians |\n'
+        '|---|---|---|---|---|---|')
+  for name, size, case in (('lamp', 64, 'train_step'), ('lamp', 256, 'train_step'), ('cae', 64, 'train_step'),
+                           ('cae', 64, 'score')):
+    calls = {form: _compiled_bench_case(name, size, case, patches=patches)
+             for form, patches in (('padded', [(convolution, 'EXACT_PHASES', False)]), ('exact', []))}
+    _ab_row(f'{name} | {case} | {size}²', calls, args)
 
 
 TABLES = (sgld_table, im2col_table, few_outputs_table, upsample_table, strided_table, pool_table,

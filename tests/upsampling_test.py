@@ -18,10 +18,16 @@ def _resize(x, size):
                                          ((1, 1, 2, 2), (5, 2)), ((2, 5, 5, 2), (5, 5)), ((1, 4, 6, 2), (7, 9))])
 def test_values_and_gradients_equal_jax_image_resize(shape, size):
   x = jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
-  np.testing.assert_allclose(upsampling.bilinear(x, size), _resize(x, size), rtol=0, atol=2e-6)
   weights = jnp.asarray(np.random.default_rng(1).normal(size=(shape[0], *size, shape[3])), jnp.float32)
-  grads = [jax.grad(lambda x, f=f: jnp.sum(weights * f(x, size)))(x) for f in (upsampling.bilinear, _resize)]
-  np.testing.assert_allclose(grads[0], grads[1], rtol=0, atol=1e-5)
+
+  @jax.jit  # One program: op-by-op dispatch of the phases is slow to compile.
+  def values_and_gradients(x):
+    return [jax.value_and_grad(lambda x, f=f: jnp.sum(weights * f(x, size)))(x) + (f(x, size),)
+            for f in (upsampling.bilinear, _resize)]
+
+  (_, grad, value), (_, want_grad, want_value) = values_and_gradients(x)
+  np.testing.assert_allclose(value, want_value, rtol=0, atol=2e-6)
+  np.testing.assert_allclose(grad, want_grad, rtol=0, atol=1e-5)
 
 
 def test_integer_factors_take_no_interpolation_matmul():
