@@ -209,3 +209,38 @@ def test_cli_rejects_unknown_methods_with_one_message():
                           cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=120)
   assert result.returncode == 2 and "unknown ['nope']" in result.stderr
   assert 'Traceback' not in result.stderr
+
+
+def test_a_method_whose_process_dies_becomes_an_error_row_after_its_finished_rows():
+  child = ('import json, os, signal, sys\n'
+           'args = dict(arg[2:].split("=", 1) for arg in sys.argv[1:])\n'
+           'json.dump([{"method": args["methods"], "case": "score"}], open(args["child_rows"], "w"))\n'
+           'if args["methods"] == "dies": os.kill(os.getpid(), signal.SIGKILL)\n')
+  seen = []
+  rows = bench_main.run_in_processes(['lives', 'dies', 'lives'], [sys.executable, '-c', child], log=seen.append,
+                                     on_rows=lambda rows: seen.append(len(rows)))
+  assert [row['method'] for row in rows] == ['lives', 'dies', 'dies', 'lives']
+  assert 'error' not in rows[1] and 'SIGKILL' in rows[2]['error'] and 'after 1 rows' in rows[2]['error']
+  assert seen[0] == 1 and 'SIGKILL' in seen[1] and seen[2:] == [3, 4]
+
+
+def _flag_values_and_child_command(argv):
+  """The benchmark's flag values after parsing argv, and the command its child processes would get."""
+  bench_main.flags.FLAGS(['bench'] + argv)
+  try:
+    names = ('preset', 'sizes', 'repeats', 'input_steps', 'torch', 'sgld_steps', 'batch_size', 'conv_vjp',
+             'data_dir', 'strided_impl', 'compute_dtype')
+    return ({name: bench_main.flags.FLAGS[name].value for name in names},
+            bench_main._child_command())  # pylint: disable=protected-access
+  finally:
+    bench_main.flags.FLAGS.unparse_flags()
+
+
+def test_child_processes_get_this_runs_flags():
+  values, command = _flag_values_and_child_command(
+      ['--preset=smoke', '--sizes=8,paper', '--repeats=1', '--input_steps=0', '--torch', '--sgld_steps=7',
+       '--batch_size=4', '--conv_vjp=lax', '--data_dir=/some/where', '--methods=ebm,fcdd', '--json=all.json'])
+  assert command[:3] == [sys.executable, '-m', 'adjax.bench']
+  child_values, _ = _flag_values_and_child_command(command[3:] + ['--methods=ebm', '--child_rows=rows.json'])
+  assert child_values == values and values['conv_vjp'] == 'lax' and values['strided_impl'] is None
+  assert not any(arg.startswith(('--json', '--methods')) for arg in command)

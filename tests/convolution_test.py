@@ -183,13 +183,14 @@ def _while_body_results(hlo_text):
   return shapes
 
 
-def test_strided_input_gradient_kernel_fold_is_hoisted_out_of_a_scan(monkeypatch):
+@pytest.mark.parametrize('in_channels, folded_shape', [(8, 'f32[2,2,12,32]'),  # One conv: [taps, taps, out, 4 in].
+                                                        (16, 'f32[2,2,12,16]')])  # Exact phases: [.., out, in].
+def test_strided_input_gradient_kernel_fold_is_hoisted_out_of_a_scan(in_channels, folded_shape, monkeypatch):
   """The kernel's phase fold is computed once per chain, not once per SGLD step."""
   if jax.default_backend() != 'cpu':
     pytest.skip('XLA:CPU loop-invariant code motion check')
   monkeypatch.setattr(convolution, 'IM2COL_MAX_OUTPUT_PIXELS', 0)
-  x, kernel = _inputs(kernel_size=(4, 4), shape=(2, 16, 16, 8), out_channels=12)
-  folded_shape = 'f32[2,2,12,32]'  # [taps_h, taps_w, out, 4 * in]
+  x, kernel = _inputs(kernel_size=(4, 4), shape=(2, 16, 16, in_channels), out_channels=12)
 
   def chain(input_gradient):
     def run(x, k):

@@ -11,12 +11,21 @@ With `--torch`, equivalent PyTorch steps (`adjax.bench.torch_reference`) are tim
 call in turn with adjax's (so drift of the machine hits both alike), and the time ratio adjax / torch is
 reported (< 1: adjax faster): of the medians, and the median of the per-round ratios. Prints a Markdown
 table; `--json` writes all rows.
+
+With more than one method each runs in its own process (`--noprocesses`: all in this one). The retained
+heap (`adjax.xla_options.retain_freed_memory`) keeps a process's peak, fragmented, so the largest cases of
+earlier methods stayed with later ones: all methods in one process ran out of 24 GB at the CAE's 224² train
+step (23 GB when run alone, PyTorch's step included). A method whose process dies (out of memory, say)
+becomes an error row and the run goes on.
 """
 
 import json
 import os
 import platform
+import signal
+import subprocess
 import sys
+import tempfile
 import traceback
 
 from absl import app
@@ -50,7 +59,12 @@ _PRESET = flags.DEFINE_enum('preset', 'paper', ['paper', 'smoke'],
                              "'paper': each variant's paper preset; 'smoke': the tiny presets (quick checks).")
 _TORCH = flags.DEFINE_bool('torch', False, 'Also time the PyTorch reference steps (needs torch).')
 _DATA_DIR = flags.DEFINE_string('data_dir', '', "tfds data_dir of the embedded textures ('' = tfds default).")
-_JSON = flags.DEFINE_string('json', None, 'Also write the environment and all rows to this JSON file.')
+_JSON = flags.DEFINE_string('json', None, 'Also write the environment and all rows to this JSON file (rewritten '
+                            'after every row, so a run cut short keeps what it measured).')
+_PROCESSES = flags.DEFINE_bool('processes', True, 'With several methods, run each in its own process (module '
+                               'docstring).')
+_CHILD_ROWS = flags.DEFINE_string('child_rows', None, 'Internal (--processes): print only rows and keep them in '
+                                  'this JSON file.')
 
 
 def cpu_model(cpuinfo: str = '/proc/cpuinfo') -> str:
@@ -138,8 +152,10 @@ def torch_reference_step(variant: str, case: str, *, config):
 
 def benchmark(*, method_names, sizes, batch_size: int, sgld_steps: int, repeats: int, input_steps: int,
               with_torch: bool, data_dir: str = '', ebm_model: dict | None = None, preset: str = 'paper',
-              log=print) -> list[dict]:
+              log=print, on_rows=None) -> list[dict]:
   """All rows for `method_names` x their variants x `sizes` ('paper' = the preset's size, or int).
+
+  `log` gets each row as a Markdown line, `on_rows` (optional) the list of rows so far after each row.
 
   `ebm_model` overrides keys of the EBM's `config.model` (strided_impl, compute_dtype, conv_vjp).
 
@@ -176,11 +192,16 @@ def benchmark(*, method_names, sizes, batch_size: int, sgld_steps: int, repeats:
               row.update(bench_methods.input_wait(config, case, compiled=compiled, steps=input_steps))
             rows.append(row)
             log(format_row(row))
+            if on_rows:
+              on_rows(rows)
         except Exception as error:  # pylint: disable=broad-except  (one broken case must not end a long run)
           traceback.print_exc()
           message = f'{type(error).__name__}: {error}'.splitlines()[0]
           print(f'adjax.bench: {name}/{variant.name} at {size}: {message}', file=sys.stderr)
           rows.append(dict(method=name, variant=variant.name, size=label, error=message))
+          log(format_row(rows[-1]))
+          if on_rows:
+            on_rows(rows)
   return rows
 
 
@@ -211,6 +232,52 @@ def markdown_table(rows: list[dict]) -> str:
   return '\n'.join(lines + [format_row(row) for row in rows])
 
 
+def write_json(path: str, content) -> None:
+  """Writes `content` as JSON to `path` through a temporary file: a reader never sees half a file."""
+  temporary = f'{path}.tmp'
+  with open(temporary, 'w', encoding='utf-8') as file:
+    json.dump(content, file, indent=2, default=str)
+  os.replace(temporary, path)
+
+
+def run_in_processes(method_names, command, log=print, on_rows=None) -> list[dict]:
+  """Rows of each method from its own process: `command + ['--methods=<name>', '--child_rows=<file>']`.
+
+  The child prints its rows as it measures them (they pass through to this process's output) and keeps them
+  in the file; a child that dies leaves the rows it finished, and an error row names how it ended.
+  """
+  rows = []
+  for name in method_names:
+    with tempfile.TemporaryDirectory(prefix='adjax-bench-') as directory:
+      path = os.path.join(directory, 'rows.json')
+      result = subprocess.run(command + [f'--methods={name}', f'--child_rows={path}'], check=False)
+      finished = []
+      if os.path.exists(path):
+        with open(path, encoding='utf-8') as file:
+          finished = json.load(file)
+    rows += finished
+    # Exit code 1 with rows: some cases failed (their error rows are among them); anything else is a crash.
+    if result.returncode not in (0, 1) or (result.returncode == 1 and not finished):
+      how = (f'killed by {signal.Signals(-result.returncode).name}' if result.returncode < 0
+             else f'exit code {result.returncode}')
+      rows.append(dict(method=name, variant=name, size='-', error=f'its process ended early ({how}; out of '
+                       f'memory?) after {len(finished)} rows'))
+      log(format_row(rows[-1]))
+    if on_rows:
+      on_rows(rows)
+  return rows
+
+
+def _child_command() -> list[str]:
+  """This run's flags for `run_in_processes` (all but the methods, the JSON file and the process mode)."""
+  command = [sys.executable, '-m', 'adjax.bench', f'--sizes={",".join(_SIZES.value)}',
+             f'--batch_size={_BATCH.value}', f'--sgld_steps={_SGLD_STEPS.value}', f'--repeats={_REPEATS.value}',
+             f'--input_steps={_INPUT_STEPS.value}', f'--preset={_PRESET.value}', f'--data_dir={_DATA_DIR.value}',
+             '--torch' if _TORCH.value else '--notorch']
+  return command + [f'--{flag.name}={flag.value}' for flag in (_STRIDED_IMPL, _COMPUTE_DTYPE, _CONV_VJP)
+                    if flag.value]
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments {argv[1:]}')
@@ -230,24 +297,37 @@ def main(argv):
             '(pip install torch==2.13.0)', file=sys.stderr)
       _TORCH.value = False
   env = environment()
-  print(f'jax {env["jax"]}, {env["devices"]} device(s) ({env["platform"]}, {env["cpu_count"]} CPUs, '
-        f'{env["cpu_model"] or "CPU model unknown"}), '
-        f'XLA_FLAGS={env["xla_flags"]!r}, load average {env["load_average"]}', flush=True)
-  print('| ' + ' | '.join(COLUMNS) + ' |\n' + '|' + '---|' * len(COLUMNS), flush=True)
-  rows = benchmark(method_names=names, sizes=_SIZES.value, batch_size=_BATCH.value,
-                   sgld_steps=_SGLD_STEPS.value, repeats=_REPEATS.value, input_steps=_INPUT_STEPS.value,
-                   with_torch=_TORCH.value, data_dir=_DATA_DIR.value,
-                   ebm_model={key: flag.value for key, flag in (('strided_impl', _STRIDED_IMPL),
-                              ('compute_dtype', _COMPUTE_DTYPE), ('conv_vjp', _CONV_VJP)) if flag.value},
-                   preset=_PRESET.value, log=lambda line: print(line, flush=True))
+  log = lambda line: print(line, flush=True)
+  child = _CHILD_ROWS.value
+  if not child:
+    print(f'jax {env["jax"]}, {env["devices"]} device(s) ({env["platform"]}, {env["cpu_count"]} CPUs, '
+          f'{env["cpu_model"] or "CPU model unknown"}), '
+          f'XLA_FLAGS={env["xla_flags"]!r}, load average {env["load_average"]}', flush=True)
+    print('| ' + ' | '.join(COLUMNS) + ' |\n' + '|' + '---|' * len(COLUMNS), flush=True)
+  def keep(rows_so_far):  # After every row (method): a run cut short keeps what it measured.
+    if child:
+      write_json(child, rows_so_far)
+    elif _JSON.value:
+      write_json(_JSON.value, {'environment': env, 'rows': rows_so_far})
+
+  if _PROCESSES.value and len(names) > 1 and not child:
+    rows = run_in_processes(names, _child_command(), log=log, on_rows=keep)
+  else:
+    rows = benchmark(method_names=names, sizes=_SIZES.value, batch_size=_BATCH.value,
+                     sgld_steps=_SGLD_STEPS.value, repeats=_REPEATS.value, input_steps=_INPUT_STEPS.value,
+                     with_torch=_TORCH.value, data_dir=_DATA_DIR.value,
+                     ebm_model={key: flag.value for key, flag in (('strided_impl', _STRIDED_IMPL),
+                                ('compute_dtype', _COMPUTE_DTYPE), ('conv_vjp', _CONV_VJP)) if flag.value},
+                     preset=_PRESET.value, log=log, on_rows=keep)
+  if child:
+    sys.exit(1 if any('error' in row for row in rows) else 0)
   env['load_average_end'] = os.getloadavg()
   print('\n' + markdown_table(rows))
   print(f'load average at the end {env["load_average_end"]}; ms per call (SGLD row: per chain); '
         'adjax/torch = ratio of medians, paired = median of per-round ratios (calls interleaved; < 1: adjax '
         'faster)')
   if _JSON.value:
-    with open(_JSON.value, 'w') as file:
-      json.dump({'environment': env, 'rows': rows}, file, indent=2, default=str)
+    write_json(_JSON.value, {'environment': env, 'rows': rows})
   if any('error' in row for row in rows):
     sys.exit(1)
 

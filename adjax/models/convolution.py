@@ -6,7 +6,8 @@
   body (every `lax.scan`, so every SGLD chain) it does not, and the chain ran ≈ 2.3x slower. The custom VJP
   transposes the flipped kernel explicitly to HWIO, which XLA keeps inside loops.
 - `strided_conv2d` (stride 2, custom VJP): the input gradient is `strided_input_gradient`, one stride-1
-  convolution over the four output phases and a depth-to-space, instead of an lhs-dilated convolution.
+  convolution over the four output phases and a depth-to-space, instead of an lhs-dilated convolution (one
+  exact convolution per phase for odd kernel sizes and on small maps).
 - `conv_transpose2d`: a stride-2 transposed convolution in the same sub-pixel form.
 - 3x3 stride-1 convolutions with many channels on maps that are not too small (`winograd_tile`) run as
   Winograd's F(2x2, 3x3) (`adjax.models.winograd`), forward and input gradient: 2.25x fewer multiplications.
@@ -254,7 +255,7 @@ def strided_input_gradient(grad_out: jax.Array, kernel: jax.Array, padding: Padd
 
 
 def _gradient_phase(parity: int, low: int, kernel_size: int, out_size: int, size: int):
-  """One axis of dx[2j + parity]: (first tap, number of taps, conv padding) of its correlation with dy.
+  """One axis of dx[2j + parity]: (first tap, conv padding) of its correlation with dy.
 
   x[q] sits at padded position p = q + low = 2 (j + shift) + r, so dx[2j + parity] = sum_u k[r + 2u]
   dy[j + shift - u]: a correlation of dy with the reversed taps k[r::2], padded to give size / 2 outputs.
