@@ -224,23 +224,17 @@ def test_a_method_whose_process_dies_becomes_an_error_row_after_its_finished_row
   assert seen[0] == 1 and 'SIGKILL' in seen[1] and seen[2:] == [3, 4]
 
 
-def _flag_values_and_child_command(argv):
-  """The benchmark's flag values after parsing argv, and the command its child processes would get."""
-  bench_main.flags.FLAGS(['bench'] + argv)
-  try:
-    names = ('preset', 'sizes', 'repeats', 'input_steps', 'torch', 'sgld_steps', 'batch_size', 'conv_vjp',
-             'data_dir', 'strided_impl', 'compute_dtype')
-    return ({name: bench_main.flags.FLAGS[name].value for name in names},
-            bench_main._child_command())  # pylint: disable=protected-access
-  finally:
-    bench_main.flags.FLAGS.unparse_flags()
-
-
 def test_child_processes_get_this_runs_flags():
-  values, command = _flag_values_and_child_command(
-      ['--preset=smoke', '--sizes=8,paper', '--repeats=1', '--input_steps=0', '--torch', '--sgld_steps=7',
-       '--batch_size=4', '--conv_vjp=lax', '--data_dir=/some/where', '--methods=ebm,fcdd', '--json=all.json'])
+  values = dict(sizes=['8', 'paper'], batch_size=4, sgld_steps=7, repeats=1, input_steps=0, preset='smoke',
+                data_dir='/some/where', torch=True, strided_impl=None, compute_dtype='bfloat16', conv_vjp='lax')
+  command = bench_main.child_command(values)
   assert command[:3] == [sys.executable, '-m', 'adjax.bench']
-  child_values, _ = _flag_values_and_child_command(command[3:] + ['--methods=ebm', '--child_rows=rows.json'])
-  assert child_values == values and values['conv_vjp'] == 'lax' and values['strided_impl'] is None
-  assert not any(arg.startswith(('--json', '--methods')) for arg in command)
+  parsed = {name: None for name in bench_main.CHILD_FLAGS}
+  for arg in command[3:]:  # Each argument parsed back by its own flag's parser (the global flags stay unparsed).
+    name, _, text = arg[2:].partition('=')
+    if not text:  # A boolean: --torch or --notorch.
+      flag = name.removeprefix('no')
+      parsed[flag] = name == flag
+    else:
+      parsed[name] = bench_main.flags.FLAGS[name].parser.parse(text)
+  assert parsed == values

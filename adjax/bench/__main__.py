@@ -268,14 +268,22 @@ def run_in_processes(method_names, command, log=print, on_rows=None) -> list[dic
   return rows
 
 
-def _child_command() -> list[str]:
-  """This run's flags for `run_in_processes` (all but the methods, the JSON file and the process mode)."""
-  command = [sys.executable, '-m', 'adjax.bench', f'--sizes={",".join(_SIZES.value)}',
-             f'--batch_size={_BATCH.value}', f'--sgld_steps={_SGLD_STEPS.value}', f'--repeats={_REPEATS.value}',
-             f'--input_steps={_INPUT_STEPS.value}', f'--preset={_PRESET.value}', f'--data_dir={_DATA_DIR.value}',
-             '--torch' if _TORCH.value else '--notorch']
-  return command + [f'--{flag.name}={flag.value}' for flag in (_STRIDED_IMPL, _COMPUTE_DTYPE, _CONV_VJP)
-                    if flag.value]
+# The flags a child process of `run_in_processes` gets from this run (all but the methods, the JSON file and
+# the process mode).
+CHILD_FLAGS = ('sizes', 'batch_size', 'sgld_steps', 'repeats', 'input_steps', 'preset', 'data_dir', 'torch',
+               'strided_impl', 'compute_dtype', 'conv_vjp')
+
+
+def child_command(values: dict) -> list[str]:
+  """`python -m adjax.bench` with the flag values {name: value} of `CHILD_FLAGS` (None: not given)."""
+  command = [sys.executable, '-m', 'adjax.bench']
+  for name in CHILD_FLAGS:
+    value = values[name]
+    if isinstance(value, bool):
+      command.append(f'--{name}' if value else f'--no{name}')
+    elif value not in (None, ''):
+      command.append(f'--{name}={",".join(value) if isinstance(value, list) else value}')
+  return command
 
 
 def main(argv):
@@ -311,7 +319,8 @@ def main(argv):
       write_json(_JSON.value, {'environment': env, 'rows': rows_so_far})
 
   if _PROCESSES.value and len(names) > 1 and not child:
-    rows = run_in_processes(names, _child_command(), log=log, on_rows=keep)
+    command = child_command({name: flags.FLAGS[name].value for name in CHILD_FLAGS})
+    rows = run_in_processes(names, command, log=log, on_rows=keep)
   else:
     rows = benchmark(method_names=names, sizes=_SIZES.value, batch_size=_BATCH.value,
                      sgld_steps=_SGLD_STEPS.value, repeats=_REPEATS.value, input_steps=_INPUT_STEPS.value,
