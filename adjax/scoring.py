@@ -98,8 +98,8 @@ def standardize(maps: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
 
 
 # Norms over a channel axis this short are sums of the channels' slices: elementwise work XLA fuses into one
-# pass, where a reduction over a minor axis of 3 went to a separate YNNPACK reduce on CPU (about 2% of the
-# EBM's score at 128²; `python scripts/conv_speed.py --tables 16`).
+# pass, where a reduction over a minor axis of 3 went to a separate YNNPACK reduce on CPU (a small gain in the
+# EBM's scores, `python scripts/conv_speed.py --tables 16`).
 SLICED_NORM_MAX_CHANNELS = 4
 
 

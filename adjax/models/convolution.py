@@ -178,8 +178,8 @@ PER_PHASE_MIN_CHANNELS = 16
 # With even kernel sizes one conv gives all four phases, but on the padded grid: (h / 2 + 1) x (w / 2 + 1)
 # outputs per phase for padding 1, where the input has h / 2 x w / 2 per phase. On small maps that waste is
 # large (25 / 16 at a 4x4 output) and four exact convs are faster: up to this many output pixels of the
-# forward conv (the EBM's three last stride-2 layers at 128²: 0.62-0.92x the time of one conv, 1.05-1.11x on
-# the larger maps above; `python scripts/conv_speed.py --tables 16`).
+# forward conv (the EBM's three last stride-2 layers at 128²: 0.63-0.93x the time of one conv, 1.08-1.09x on
+# the two larger maps; `python scripts/conv_speed.py --tables 16`).
 PER_PHASE_MAX_EVEN_OUTPUT_PIXELS = 256
 # Per-phase convs give each phase exactly its part of dx (even heights and widths). False: every phase on the
 # padded grid, then cropped, as before stop 22 (for comparisons, `python scripts/conv_speed.py --tables 5,16`).
