@@ -45,6 +45,7 @@
 """
 
 import argparse
+import contextlib
 import functools
 import time
 
@@ -137,17 +138,24 @@ def upsample_conv_ms(*, size: int, channels: int, features: int, repeats: int) -
   return tuple(median_ms(lambda g=g: g(x, kernel), repeats=repeats) for g in grads)
 
 
-def _compiled_with(fn, args, patches):
-  """fn jitted and compiled for args with (module, attribute, value) patches in place; a blocking call."""
+@contextlib.contextmanager
+def _patched(patches):
+  """(module, attribute, value) triples in place inside the block (traced code looks them up), then restored."""
   saved = [(module, attribute, getattr(module, attribute)) for module, attribute, _ in patches]
   try:
     for module, attribute, value in patches:
       setattr(module, attribute, value)
-    # A new function each time: jit would reuse the trace of the same function made under other patches.
-    compiled = jax.jit(lambda *args: fn(*args)).lower(*args).compile()
+    yield
   finally:
     for module, attribute, value in saved:
       setattr(module, attribute, value)
+
+
+def _compiled_with(fn, args, patches):
+  """fn jitted and compiled for args with `patches` in place (`_patched`); a blocking call."""
+  with _patched(patches):
+    # A new function each time: jit would reuse the trace of the same function made under other patches.
+    compiled = jax.jit(lambda *args: fn(*args)).lower(*args).compile()
   return _blocking(compiled, *args)
 
 
@@ -349,16 +357,10 @@ def _compiled_bench_case(name, size, case, *, sgld_steps=1, patches=()):
   variants = {v.name: (method, v) for method, group in bench_methods.VARIANTS.items() for v in group}
   method, variant = variants[name]
   config = bench_methods.sized_config(variant, size=size, batch_size=BATCH, sgld_steps=sgld_steps)
-  saved = [(module, attribute, getattr(module, attribute)) for module, attribute, _ in patches]
-  try:
-    for module, attribute, value in patches:
-      setattr(module, attribute, value)
+  with _patched(patches):
     built = {c.case: c for c in bench_methods.build_cases(variant, config, method_name=method)}
     fn = built[case].fn
     compiled = (fn if hasattr(fn, 'lower') else jax.jit(fn)).lower(*built[case].args).compile()
-  finally:
-    for module, attribute, value in saved:
-      setattr(module, attribute, value)
   return _blocking(compiled, *built[case].args)
 
 

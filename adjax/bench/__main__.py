@@ -312,6 +312,7 @@ def main(argv):
           f'{env["cpu_model"] or "CPU model unknown"}), '
           f'XLA_FLAGS={env["xla_flags"]!r}, load average {env["load_average"]}', flush=True)
     print('| ' + ' | '.join(COLUMNS) + ' |\n' + '|' + '---|' * len(COLUMNS), flush=True)
+
   def keep(rows_so_far):  # After every row (method): a run cut short keeps what it measured.
     if child:
       write_json(child, rows_so_far)
