@@ -472,9 +472,10 @@ def ebm_layers_vs_torch_table(args):
                                                    (True, False, False))[0]
 
     jx, jk, jg = map(jnp.asarray, (x, kernel, grad))
-    times = measure.interleaved_timings_ms({'xla forward': _blocking(forward, jx, jk), 'torch forward': torch_forward,
-                                            'xla input gradient': _blocking(backward, jg, jk),
-                                            'torch input gradient': torch_input_gradient}, repeats=3 * args.repeats)
+    calls = {'xla forward': _blocking(forward, jx, jk), 'torch forward': torch_forward,
+             'xla input gradient': _blocking(backward, jg, jk), 'torch input gradient': torch_input_gradient}
+    times = measure.interleaved_timings_ms(calls, repeats=3 * args.repeats,
+                                           settle=set(calls) if args.settle else set())
     gflop = 2 * BATCH * (size // 2) ** 2 * 16 * channels * features / 1e9
     print(f'| {size}², {channels} -> {features} | {gflop:.2f} | ' + ' | '.join(
         f"{t['median_ms']:.1f} ({gflop / t['median_ms'] * 1e3:.0f})" for t in times.values()) + ' |')
@@ -527,6 +528,9 @@ def main():
   parser.add_argument('--size', type=int, default=64, help='EBM image size (4 * 2**k).')
   parser.add_argument('--steps', type=int, default=10, help='SGLD steps per timed chain.')
   parser.add_argument('--repeats', type=int, default=5)
+  parser.add_argument('--settle', action=argparse.BooleanOptionalAction, default=True,
+                      help='Table 15: an untimed call right before each timed one, as adjax.bench does for short '
+                           'cases (the other library\'s after-effects otherwise slow the next call).')
   parser.add_argument('--tables', default='1,2,3,4,5,6,7,8,9,10,11,12,13,14,16',
                       help='Which of the tables above to measure.')
   args = parser.parse_args()
