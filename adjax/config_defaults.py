@@ -57,6 +57,9 @@ def reconstruction() -> ml_collections.ConfigDict:
   config.model.init_std = 0.02
   config.model.latent_dim = 128  # 'cae' only: l_d of Table 1.
   config.model.bottleneck = 1024  # 'cae' only: Conv7 of Table 1.
+  # 'bfloat16': the autoencoder computes in bfloat16 (parameters, BatchNorm statistics, reconstructions for the
+  # losses and scores stay float32); for accelerators.
+  config.model.compute_dtype = 'float32'
 
   config.loss = ml_collections.ConfigDict()
   config.loss.base = 'l2'  # 'l2' | 'l1' | 'ssim'

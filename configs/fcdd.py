@@ -62,6 +62,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.backbone_weights = ''  # vgg11_bn: .pth/.safetensors/.msgpack file; empty = random (warns).
   config.model.frozen_until = ''  # vgg11_bn: 'pool3' (seed); '' trains everything.
   config.model.frozen_bn_eval = False  # False: frozen BatchNorms still update their statistics (reference).
+  # 'bfloat16': convs compute in bfloat16 (parameters, BatchNorm statistics and losses stay float32); for accelerators.
+  config.model.compute_dtype = 'float32'
 
   config.fcdd = ml_collections.ConfigDict()
   config.fcdd.loss = loss  # 'fcdd' (Eq. 4) or 'hsc' (Eq. 5).

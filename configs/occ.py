@@ -45,6 +45,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.backbone_weights = ''  # Empty: RANDOM encoder (loud warning). Give a weights file.
   config.model.feature_layers = ('layer1', 'layer2', 'layer3')  # Or ('penultimate',) for protocol A.
   config.model.projector = 'conv1x1'  # 'conv1x1' (with bias, paper) or 'linear' (no bias).
+  # 'bfloat16': encoder and projector compute in bfloat16 (parameters, distances and losses stay float32); for
+  # accelerators.
+  config.model.compute_dtype = 'float32'
 
   config.occ = ml_collections.ConfigDict()
   config.occ.center_distribution = 'normal'  # normal | uniform | ones | feature_mean

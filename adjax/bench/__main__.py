@@ -51,7 +51,7 @@ _INPUT_STEPS = flags.DEFINE_integer('input_steps', 3, 'Real-pipeline train steps
 _STRIDED_IMPL = flags.DEFINE_enum('strided_impl', None, ['strided_vjp', 'space_to_depth', 'direct'],
                                   "EBM stride-2 conv implementation (default: the config's).")
 _COMPUTE_DTYPE = flags.DEFINE_enum('compute_dtype', None, ['float32', 'bfloat16'],
-                                   "EBM: config.model.compute_dtype (default: the preset's, float32).")
+                                   "config.model.compute_dtype of every method (default: the preset's, float32).")
 _CONV_VJP = flags.DEFINE_enum('conv_vjp', None, ['hwio', 'lax'],
                               "EBM: config.model.conv_vjp, the stride-1 convs' input gradient (default: the "
                               "preset's, 'hwio').")
@@ -151,13 +151,14 @@ def torch_reference_step(variant: str, case: str, *, config):
 
 
 def benchmark(*, method_names, sizes, batch_size: int, sgld_steps: int, repeats: int, input_steps: int,
-              with_torch: bool, data_dir: str = '', ebm_model: dict | None = None, preset: str = 'paper',
-              log=print, on_rows=None) -> list[dict]:
+              with_torch: bool, data_dir: str = '', ebm_model: dict | None = None,
+              compute_dtype: str | None = None, preset: str = 'paper', log=print, on_rows=None) -> list[dict]:
   """All rows for `method_names` x their variants x `sizes` ('paper' = the preset's size, or int).
 
   `log` gets each row as a Markdown line, `on_rows` (optional) the list of rows so far after each row.
 
-  `ebm_model` overrides keys of the EBM's `config.model` (strided_impl, compute_dtype, conv_vjp).
+  `ebm_model` overrides keys of the EBM's `config.model` (strided_impl, conv_vjp); `compute_dtype` (None: the
+  presets' float32) sets every method's `config.model.compute_dtype`.
 
   `preset` 'smoke' swaps every variant's paper preset for its smoke preset. A failing case becomes a row
   with an `error` (the traceback goes to stderr) and the run goes on.
@@ -178,6 +179,8 @@ def benchmark(*, method_names, sizes, batch_size: int, sgld_steps: int, repeats:
                                               sgld_steps=sgld_steps, data_dir=data_dir)
           if config.method == 'ebm':
             config.model.update(ebm_model or {})
+          if compute_dtype:
+            config.model.compute_dtype = compute_dtype
           matmul = measure.matmul_gflops()
           for case in bench_methods.build_cases(variant, config, method_name=name):
             reference = torch_reference_step(variant.name, case.case, config=config) if with_torch else None
@@ -186,7 +189,7 @@ def benchmark(*, method_names, sizes, batch_size: int, sgld_steps: int, repeats:
               row['torch_note'] = f'no torch reference for {variant.name}/{case.case}'
             del reference
             row.update(image_size=side, size=label, batch_size=batch_size, repeats=repeats,
-                       devices=jax.local_device_count())
+                       devices=jax.local_device_count(), compute_dtype=config.model.compute_dtype)
             compiled = row.pop('compiled')
             if case.train_step is not None and input_steps > 0:
               row.update(bench_methods.input_wait(config, case, compiled=compiled, steps=input_steps))
@@ -327,7 +330,7 @@ def main(argv):
                      sgld_steps=_SGLD_STEPS.value, repeats=_REPEATS.value, input_steps=_INPUT_STEPS.value,
                      with_torch=_TORCH.value, data_dir=_DATA_DIR.value,
                      ebm_model={key: flag.value for key, flag in (('strided_impl', _STRIDED_IMPL),
-                                ('compute_dtype', _COMPUTE_DTYPE), ('conv_vjp', _CONV_VJP)) if flag.value},
+                                ('conv_vjp', _CONV_VJP)) if flag.value}, compute_dtype=_COMPUTE_DTYPE.value,
                      preset=_PRESET.value, log=log, on_rows=keep)
   if child:
     sys.exit(1 if any('error' in row for row in rows) else 0)

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from adjax.errors import InputError
@@ -58,3 +59,29 @@ def get_method(config, *, train_size: int | None = None) -> Method:
   if name not in known_methods():
     raise InputError(f'config.method: unknown method {name!r}; known: {", ".join(known_methods())}')
   return importlib.import_module(f'adjax.methods.{name}').make(config, train_size=train_size)
+
+
+# `config.model.compute_dtype`: the dtype convs and matmuls compute in. Parameters, optimizer state, batch
+# statistics, losses and scores stay float32 (mixed precision for accelerators; README, Performance).
+COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}
+
+
+def compute_dtype(model_config):
+  """The module `dtype` for `model_config.compute_dtype` ('float32', the default, gives None: from the inputs)."""
+  name = model_config.get('compute_dtype', 'float32')
+  if name not in COMPUTE_DTYPES:
+    raise InputError(f"config.model.compute_dtype: 'float32' or 'bfloat16', got {name!r}")
+  return COMPUTE_DTYPES[name]
+
+
+def cast_floating(tree, dtype):
+  """Every floating-point array leaf of `tree` as `dtype` (other leaves unchanged); dtype None: tree as it is.
+
+  Mixed precision for modules without a `dtype` attribute: apply them to `cast_floating(params, bf16)` and
+  bf16 inputs (gradients flow back through the casts to the float32 parameters), then cast the outputs back
+  with `cast_floating(outputs, jnp.float32)`.
+  """
+  if dtype is None:
+    return tree
+  return jax.tree_util.tree_map(
+      lambda leaf: leaf.astype(dtype) if jnp.issubdtype(jnp.result_type(leaf), jnp.floating) else leaf, tree)

@@ -17,8 +17,7 @@ from adjax import losses
 from adjax import processes
 from adjax import sampling
 from adjax import scoring
-from adjax.errors import InputError
-from adjax.methods import Method
+from adjax.methods import Method, compute_dtype
 from adjax.models import energy
 
 
@@ -31,18 +30,12 @@ def make_optimizer(optim) -> optax.GradientTransformation:
   return optax.chain(*chain)
 
 
-COMPUTE_DTYPES = {'float32': None, 'bfloat16': jnp.bfloat16}
-
-
 def build_model(config) -> energy.EnergyNet:
   """EnergyNet from `config.model`: widths, `strided_impl`, `conv_vjp`, `compute_dtype` (float32 | bfloat16)."""
-  compute_dtype = config.model.get('compute_dtype', 'float32')
-  if compute_dtype not in COMPUTE_DTYPES:
-    raise InputError(f"config.model.compute_dtype: 'float32' or 'bfloat16', got {compute_dtype!r}")
   return energy.EnergyNet(first_features=config.model.first_features, features=tuple(config.model.features),
                           strided_impl=config.model.get('strided_impl', 'strided_vjp'),
                           conv_vjp=config.model.get('conv_vjp', 'hwio'),
-                          dtype=COMPUTE_DTYPES[compute_dtype])
+                          dtype=compute_dtype(config.model))
 
 
 def make(config, *, train_size: int | None = None) -> Method:

@@ -29,7 +29,7 @@ import optax
 
 from adjax.errors import InputError
 from adjax.losses import fcdd as fcdd_losses
-from adjax.methods import Method
+from adjax.methods import Method, compute_dtype
 from adjax.models import fcdd as fcdd_models
 from adjax.models import freezing
 from adjax.models import weights
@@ -113,7 +113,7 @@ def make(config, *, train_size: int | None = None) -> Method:
   if frozen_until and trunk != fcdd_models.VGG_ARCH:
     raise InputError(f'config.model.frozen_until: {frozen_until!r} needs trunk {fcdd_models.VGG_ARCH!r}; '
                      f'the {trunk!r} trunk trains from scratch (set it to "")')
-  model = fcdd_models.FCDDNet(trunk=trunk, cnn_layers=cnn_layers)
+  model = fcdd_models.FCDDNet(trunk=trunk, cnn_layers=cnn_layers, dtype=compute_dtype(model_config))
   heatmap = fcdd_models.make_heatmap_fn(
       trunk=trunk, image_size=_image_size(config.data.image_size), order=hp.heatmap_order,
       std=hp.get('upsample_std') or None, cnn_layers=cnn_layers)

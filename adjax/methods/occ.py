@@ -29,7 +29,7 @@ from adjax import processes
 from adjax import scoring
 from adjax.errors import InputError
 from adjax.losses import occ as occ_losses
-from adjax.methods import Method
+from adjax.methods import Method, compute_dtype
 from adjax.models import dense
 from adjax.models import resnet
 from adjax.models import upsampling
@@ -95,6 +95,7 @@ class _Conv1x1(nn.Module):
       rows = kernel[start:start + part.shape[-1]]
       start += part.shape[-1]
       term = upsampling.bilinear(dense.matmul(part, rows.astype(part.dtype)), grid)
+      term = term.astype(jnp.promote_types(term.dtype, jnp.float32))  # Summed and scored in float32.
       projected = term if projected is None else projected + term
     if self.use_bias:
       projected = projected + self.param(
@@ -272,7 +273,7 @@ def make(config, *, train_size: int | None = None) -> Method:
     raise InputError(f'eval.map / eval.score: got {config.eval.map!r} / {config.eval.score!r}; known '
                      f'maps {", ".join(MAPS)}, scores {", ".join(SCORES)}')
   radius, sigma = float(hp.radius), float(config.eval.get('smoothing_sigma', 0.0))
-  backbone = weights.create_model(model_config.backbone)
+  backbone = weights.create_model(model_config.backbone, dtype=compute_dtype(model_config))
   # Empty model.backbone_weights: random initialisation, announced by a loud warning.
   backbone_variables = weights.load_backbone_variables(
       model_config.backbone, model_config.backbone_weights, outputs=layers,

@@ -34,7 +34,7 @@ from adjax import processes
 from adjax.data import sources
 from adjax.errors import InputError
 from adjax.losses import reconstruction as rec_losses
-from adjax.methods import Method
+from adjax.methods import Method, cast_floating, compute_dtype
 from adjax.models import autoencoders
 
 MAP_NAMES = ('l2', 'l1', 'ssim')
@@ -130,6 +130,13 @@ def make(config, *, train_size: int | None = None) -> Method:
   updates = num_threshold_updates(config, train_size)
   steps_per_epoch = math.ceil((train_size or config.train.batch_size) / config.train.batch_size)
   value_range = tuple(config.denoising.value_range)
+  dtype = compute_dtype(config.model)
+
+  def apply(variables, images, **kwargs):
+    """`model.apply` computing in `dtype` (parameters and inputs cast; batch statistics and outputs float32)."""
+    variables = dict(variables, params=cast_floating(variables['params'], dtype))
+    outputs = model.apply(variables, cast_floating(images, dtype), **kwargs)
+    return outputs if dtype is None else cast_floating(outputs, jnp.float32)
 
   def init(rng, images):
     return autoencoders.init_variables(model, rng, images, init_std=config.model.init_std)
@@ -157,7 +164,7 @@ def make(config, *, train_size: int | None = None) -> Method:
     if config.denoising.scale > 0:
       inputs = rec_losses.denoising_corruption(noise_rng, images, scale=config.denoising.scale,
                                                value_range=value_range)
-    (reconstruction, _, logits), new_state = model.apply(
+    (reconstruction, _, logits), new_state = apply(
         {'params': params, **model_state}, inputs, train=True, mutable=['batch_stats'],
         rngs={'dropout': dropout_rng})
     base = base_loss_map(images, reconstruction)
@@ -174,7 +181,7 @@ def make(config, *, train_size: int | None = None) -> Method:
                'mse': jnp.mean(rec_losses.l2_map(images, reconstruction), axis=(1, 2, 3))}
     if config.contractive.weight > 0:
       encoder_inputs = autoencoders.to_patches(inputs, patches) if patches > 1 else inputs
-      encoder_fn = lambda x: model.apply({'params': params, **model_state}, x,
+      encoder_fn = lambda x: apply({'params': params, **model_state}, x,
                                          method=lambda module, x: module.encoder(x, train=False))
       penalty = rec_losses.contractive_penalty(
           encoder_fn, encoder_inputs, method=config.contractive.method,
@@ -194,7 +201,7 @@ def make(config, *, train_size: int | None = None) -> Method:
 
   def raw_outputs(variables, images):
     """Error maps, image scores (without `mixer`) and predicted categories `[batch]`."""
-    reconstruction, latent, logits = model.apply(
+    reconstruction, latent, logits = apply(
         {'params': variables['params'], 'batch_stats': variables['batch_stats']}, images, train=False)
     maps = error_maps(images, reconstruction, data_range=data_range, ssim_window=ssim_window)
     scores = {name: jnp.mean(value, axis=(1, 2)) for name, value in maps.items()}

@@ -156,6 +156,7 @@ def check_options(*, trunk: str, cnn_layers: Sequence[Any]):
 class CNNTrunk(nn.Module):
   """Small from-scratch trunk: 3x3 conv + BatchNorm + leaky ReLU per int in `layers`, 2x2 max-pool per 'M'."""
   layers: Sequence[Any] = DEFAULT_CNN_LAYERS
+  dtype: Any = None  # Compute dtype (None: from inputs and params).
 
   @nn.compact
   def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
@@ -165,8 +166,9 @@ class CNNTrunk(nn.Module):
         x = pooling.max_pool_2x2(x)
         continue
       # No conv bias: BatchNorm's own bias follows (FCDD's small nets also drop it).
-      x = nn.Conv(layer, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, name=f'conv{index}')(x)
-      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-4, name=f'bn{index}')(x)
+      x = nn.Conv(layer, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, dtype=self.dtype, name=f'conv{index}')(x)
+      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-4, dtype=self.dtype,
+                       name=f'bn{index}')(x)
       x = nn.leaky_relu(x, 0.01)
     return x
 
@@ -177,18 +179,21 @@ class FCDDNet(nn.Module):
   Attributes:
     trunk: 'vgg11_bn' (params under `backbone`) or 'cnn' (params under `trunk`).
     cnn_layers: layer list of the 'cnn' trunk.
+    dtype: compute dtype of the convs (None: from inputs and params); the map comes back in float32.
   """
   trunk: str = VGG_ARCH
   cnn_layers: Sequence[Any] = DEFAULT_CNN_LAYERS
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, images: jax.Array, *, train: bool = False, frozen_until: str | None = None,
                frozen_bn_eval: bool = False) -> jax.Array:
     """`frozen_until`, `frozen_bn_eval`: passed to the VGG trunk (see `adjax.models.vgg.VGG`)."""
     if self.trunk == VGG_ARCH:
-      backbone = vgg.ARCHITECTURES[VGG_ARCH](name='backbone')
+      backbone = vgg.ARCHITECTURES[VGG_ARCH](dtype=self.dtype, name='backbone')
       features = backbone(images, train=train, outputs=(VGG_CUT,), frozen_until=frozen_until,
                           frozen_bn_eval=frozen_bn_eval)[VGG_CUT]
     else:
-      features = CNNTrunk(layers=tuple(self.cnn_layers), name='trunk')(images, train=train)
-    return nn.Conv(1, (1, 1), use_bias=True, name='head')(features)[..., 0]
+      features = CNNTrunk(layers=tuple(self.cnn_layers), dtype=self.dtype, name='trunk')(images, train=train)
+    low_res = nn.Conv(1, (1, 1), use_bias=True, dtype=self.dtype, name='head')(features)[..., 0]
+    return low_res.astype(jnp.promote_types(low_res.dtype, jnp.float32))
