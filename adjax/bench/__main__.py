@@ -189,7 +189,7 @@ def benchmark(*, method_names, sizes, batch_size: int, sgld_steps: int, repeats:
               row['torch_note'] = f'no torch reference for {variant.name}/{case.case}'
             del reference
             row.update(image_size=side, size=label, batch_size=batch_size, repeats=repeats,
-                       devices=jax.local_device_count(), compute_dtype=config.model.compute_dtype)
+                       devices=jax.local_device_count(), compute_dtype=config.model.get('compute_dtype', 'float32'))
             compiled = row.pop('compiled')
             if case.train_step is not None and input_steps > 0:
               row.update(bench_methods.input_wait(config, case, compiled=compiled, steps=input_steps))

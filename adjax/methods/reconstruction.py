@@ -182,7 +182,7 @@ def make(config, *, train_size: int | None = None) -> Method:
     if config.contractive.weight > 0:
       encoder_inputs = autoencoders.to_patches(inputs, patches) if patches > 1 else inputs
       encoder_fn = lambda x: apply({'params': params, **model_state}, x,
-                                         method=lambda module, x: module.encoder(x, train=False))
+                                   method=lambda module, x: module.encoder(x, train=False))
       penalty = rec_losses.contractive_penalty(
           encoder_fn, encoder_inputs, method=config.contractive.method,
           num_projections=config.contractive.num_projections, rng=probe_rng)
