@@ -313,7 +313,8 @@ def main(argv):
   if not child:
     print(f'jax {env["jax"]}, {env["devices"]} device(s) ({env["platform"]}, {env["cpu_count"]} CPUs, '
           f'{env["cpu_model"] or "CPU model unknown"}), '
-          f'XLA_FLAGS={env["xla_flags"]!r}, load average {env["load_average"]}', flush=True)
+          f'XLA_FLAGS={env["xla_flags"]!r}, load average {env["load_average"]}, compute dtype '
+          f'{_COMPUTE_DTYPE.value or "float32 (presets)"}', flush=True)
     print('| ' + ' | '.join(COLUMNS) + ' |\n' + '|' + '---|' * len(COLUMNS), flush=True)
 
   def keep(rows_so_far):  # After every row (method): a run cut short keeps what it measured.
