@@ -41,6 +41,9 @@
 16. The EBM's stride-2 input gradients layer by layer, the four phases from one conv on the padded grid vs one
    exact conv per phase (`PER_PHASE_MAX_EVEN_OUTPUT_PIXELS`), then whole `adjax.bench` EBM cases as before
    stop 22, with `convolution.EXACT_PHASES`, and with `scoring.SLICED_NORM_MAX_CHANNELS` too (the default).
+17. The LAMP decoder's four phase convs (`convolution.upsample_conv2d`) in whole `adjax.bench` LAMP cases, as
+   before stop 24, with `tap_folding.phase_kernels`' custom VJP (`tap_folding.CUSTOM_TRANSPOSE`), and with each
+   phase window's padding inside its conv too (`convolution.UPSAMPLE_PHASE_PADDING`; the default).
 `--tables 2,6` runs some of them.
 """
 
@@ -66,6 +69,7 @@ from adjax.losses import reconstruction  # pylint: disable=g-import-not-at-top,w
 from adjax.models import convolution  # pylint: disable=g-import-not-at-top,wrong-import-position
 from adjax.models import energy  # pylint: disable=g-import-not-at-top,wrong-import-position
 from adjax.models import pooling  # pylint: disable=g-import-not-at-top,wrong-import-position
+from adjax.models import tap_folding  # pylint: disable=g-import-not-at-top,wrong-import-position
 from adjax.models import winograd  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 BATCH = 16
@@ -517,10 +521,26 @@ def ebm_exact_phases_table(args):
     _ab_row(f'{name} | {case} | {size}²', calls, args)
 
 
+def tap_folding_table(args):
+  print(f'\nThe LAMP decoder\'s four phase convs (`upsample_conv2d`), whole bench cases (batch {BATCH}): as before '
+        'stop 24 (folded kernels differentiated by JAX\'s transpose of the tap sums, phase windows sliced from x '
+        'padded once), + `tap_folding.phase_kernels`\' custom VJP, + each window\'s padding inside its conv '
+        f'(`convolution.UPSAMPLE_PHASE_PADDING`; the default), ms per call (median (min) of {3 * args.repeats} '
+        'interleaved calls):')
+  print('| variant | case | size | before | + custom VJP | + padding in the conv (default) | ratio of medians |\n'
+        '|---|---|---|---|---|---|---|')
+  sliced = [(convolution, 'UPSAMPLE_PHASE_PADDING', False)]
+  forms = {'before': sliced + [(tap_folding, 'CUSTOM_TRANSPOSE', False)], 'vjp': sliced, 'default': []}
+  for name, size, case in (('lamp', 64, 'train_step'), ('lamp', 256, 'train_step'), ('lamp', 64, 'score'),
+                           ('lamp', 256, 'score')):
+    calls = {form: _compiled_bench_case(name, size, case, patches=patches) for form, patches in forms.items()}
+    _ab_row(f'{name} | {case} | {size}²', calls, args)
+
+
 TABLES = (sgld_table, im2col_table, few_outputs_table, upsample_table, strided_table, pool_table,
           winograd_table, winograd_2x2_table, strided_impl_table, ssim_blur_table, pool_form_table,
           ebm_per_step_table, dense_gradient_table, occ_projector_table,
-          ebm_layers_vs_torch_table, ebm_exact_phases_table)
+          ebm_layers_vs_torch_table, ebm_exact_phases_table, tap_folding_table)
 
 
 def main():
@@ -531,7 +551,7 @@ def main():
   parser.add_argument('--settle', action=argparse.BooleanOptionalAction, default=True,
                       help='Table 15: an untimed call right before each timed one, as adjax.bench does for short '
                            'cases (the other library\'s after-effects otherwise slow the next call).')
-  parser.add_argument('--tables', default='1,2,3,4,5,6,7,8,9,10,11,12,13,14,16',
+  parser.add_argument('--tables', default='1,2,3,4,5,6,7,8,9,10,11,12,13,14,16,17',
                       help='Which of the tables above to measure.')
   args = parser.parse_args()
   for number in sorted({int(number) for number in args.tables.split(',')}):

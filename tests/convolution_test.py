@@ -256,7 +256,10 @@ def _upsample_nearest_2x(x):
 @pytest.mark.parametrize('kernel_size, padding, out_channels', [
     ((3, 3), ((1, 1), (1, 1)), 3), ((3, 3), ((1, 1), (1, 1)), 11), ((4, 2), ((1, 2), (1, 0)), 2),
     ((4, 2), ((2, 1), (0, 1)), 9), ((1, 1), ((0, 0), (0, 0)), 10)])
-def test_upsample_conv_and_its_gradients_equal_upsampling_then_lax(kernel_size, padding, out_channels):
+@pytest.mark.parametrize('phase_padding', [True, False])
+def test_upsample_conv_and_its_gradients_equal_upsampling_then_lax(kernel_size, padding, out_channels, phase_padding,
+                                                                   monkeypatch):
+  monkeypatch.setattr(convolution, 'UPSAMPLE_PHASE_PADDING', phase_padding)
   x, kernel = _inputs(kernel_size, shape=(2, 4, 5, 3), out_channels=out_channels)
   _assert_same_function(lambda x, k: convolution.upsample_conv2d(x, k, padding),
                         lambda x, k: _lax_conv(_upsample_nearest_2x(x), k, padding), x, kernel, grad_atol=1e-4)

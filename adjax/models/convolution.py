@@ -32,6 +32,7 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
+from adjax.models import tap_folding
 from adjax.models import winograd
 
 NHWC_HWIO = ('NHWC', 'HWIO', 'NHWC')
@@ -383,37 +384,17 @@ def transpose_padding(kernel_size: int, padding) -> tuple[int, int]:
 # scripts/conv_speed.py`: a decoder's last conv to 3 channels 2.5x faster than upsample + conv; wider layers
 # 1.6-2x with four convs).
 UPSAMPLE_CONV_SINGLE_MAX_FEATURES = 8
-
-
-def _phase_taps(kernel_size: int, low: int) -> tuple[np.ndarray, int]:
-  """0/1 matrix [2 phases, window, kernel_size]: which kernel taps read which input offset, per phase.
-
-  After nearest 2x upsampling, output 2i + a with tap t reads upsampled pixel 2i + a + t - low, i.e. input
-  pixel i + m with m = floor((a + t - low) / 2). Offsets run from m_min = floor(-low / 2) over a window of
-  m_max - m_min + 1; returns the matrix and m_min.
-  """
-  offsets = [[(phase + tap - low) // 2 for tap in range(kernel_size)] for phase in range(2)]
-  m_min, m_max = offsets[0][0], offsets[1][-1]
-  taps = np.zeros((2, m_max - m_min + 1, kernel_size), np.float32)
-  for phase in range(2):
-    for tap, offset in enumerate(offsets[phase]):
-      taps[phase, offset - m_min, tap] = 1.
-  return taps, m_min
-
-
-def _fold_taps(kernel: jax.Array, taps: np.ndarray, *, axis: int) -> jax.Array:
-  """Replaces `axis` (kernel taps) by two axes [phase, window] holding the sums of the taps `taps` selects."""
-  zeros = jnp.zeros_like(lax.index_in_dim(kernel, 0, axis, keepdims=False))
-  folded = [[sum((lax.index_in_dim(kernel, int(tap), axis, keepdims=False) for tap in np.nonzero(row)[0]), zeros)
-             for row in phase] for phase in taps]
-  return jnp.stack([jnp.stack(phase, axis) for phase in folded], axis)
+# The four convs pad x each to their phase's window inside the conv. False: x padded once and every phase's
+# window sliced from it, as before stop 24 (copies of x, and their gradients summed into a padded array;
+# `python scripts/conv_speed.py --tables 17` compares).
+UPSAMPLE_PHASE_PADDING = True
 
 
 def upsample_conv2d(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array:
   """conv2d(upsample_nearest_2x(x), kernel, padding) without building the upsampled map.
 
   Output pixel (2i + a, 2j + b) is a small conv of x at (i, j) with the kernel folded for phase (a, b): taps
-  that read the same input pixel are summed (`_phase_taps`). The same function as upsampling then
+  that read the same input pixel are summed (`tap_folding.phase_kernels`). The same function as upsampling then
   convolving, up to float rounding (taps are added before multiplying).
 
   Args:
@@ -429,26 +410,31 @@ def upsample_conv2d(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Ar
   (top, bottom), (left, right) = padding
   if top + bottom != kernel_h - 1 or left + right != kernel_w - 1 or min(top, bottom, left, right) < 0:
     raise ValueError(f'upsample_conv2d: padding {padding} must be non-negative and sum to kernel size - 1')
-  taps_h, min_h = _phase_taps(kernel_h, top)
-  taps_w, min_w = _phase_taps(kernel_w, left)
-  # folded[a, m, b, n, c, o] = sum_{t, s} taps_h[a, m, t] taps_w[b, n, s] kernel[t, s, c, o], as sums of
-  # kernel slices (an einsum with the 0/1 matrices contracts over 3 taps, which XLA:CPU runs slowly).
-  folded = _fold_taps(_fold_taps(kernel, taps_h, axis=0), taps_w, axis=2)
+  taps_h, min_h = tap_folding.phase_taps(kernel_h, top)
+  taps_w, min_w = tap_folding.phase_taps(kernel_w, left)
   window_h, window_w = taps_h.shape[1], taps_w.shape[1]
   batch, height, width, _ = x.shape
   pads = ((-min_h, window_h - 1 + min_h), (-min_w, window_w - 1 + min_w))
   if out_channels <= UPSAMPLE_CONV_SINGLE_MAX_FEATURES:
-    stacked = folded.transpose(1, 3, 4, 0, 2, 5).reshape(window_h, window_w, in_channels, 4 * out_channels)
+    whole = ((0, window_h), (0, window_w))
+    kernels = tap_folding.phase_kernels(kernel, taps_h=taps_h, taps_w=taps_w, windows=(whole,) * 4)
+    stacked = jnp.stack(kernels, axis=3).reshape(window_h, window_w, in_channels, 4 * out_channels)
     phases = conv2d(x, stacked, pads).reshape(batch, height, width, 2, 2, out_channels)
   else:
-    padded = jnp.pad(x, ((0, 0),) + pads + ((0, 0),))
     # Each phase's own window of taps [first, end): the folded kernel is zero outside it.
-    used = lambda taps: [(int(np.nonzero(row)[0][0]), int(np.nonzero(row)[0][-1]) + 1)
-                         for row in taps.sum(axis=2)]
+    windows = tuple((tap_folding.used_window(taps_h, a), tap_folding.used_window(taps_w, b))
+                    for a in range(2) for b in range(2))
+    kernels = tap_folding.phase_kernels(kernel, taps_h=taps_h, taps_w=taps_w, windows=windows)
     outputs = []
-    for a, (row0, row1) in enumerate(used(taps_h)):
-      for b, (col0, col1) in enumerate(used(taps_w)):
-        window = padded[:, row0:row1 + height - 1, col0:col1 + width - 1]
-        outputs.append(conv2d(window, folded[a, row0:row1, b, col0:col1], ((0, 0), (0, 0))))
+    for ((row0, row1), (col0, col1)), folded in zip(windows, kernels):
+      # x padded to the phase's window, (1, 0) or (0, 1) per axis for 3x3 kernels: the first offset a phase
+      # reads is at most 0 and the last at least 0 (0 <= padding <= kernel size - 1), so none is negative.
+      phase_pads = ((pads[0][0] - row0, pads[0][1] - (window_h - row1)),
+                    (pads[1][0] - col0, pads[1][1] - (window_w - col1)))
+      if UPSAMPLE_PHASE_PADDING:
+        outputs.append(conv2d(x, folded, phase_pads))
+      else:
+        window = jnp.pad(x, ((0, 0),) + pads + ((0, 0),))[:, row0:row1 + height - 1, col0:col1 + width - 1]
+        outputs.append(conv2d(window, folded, ((0, 0), (0, 0))))
     phases = jnp.stack(outputs, axis=3).reshape(batch, height, width, 2, 2, out_channels)
   return phases.transpose(0, 1, 3, 2, 4, 5).reshape(batch, 2 * height, 2 * width, out_channels)
