@@ -64,18 +64,21 @@ def _transposed(table: Table, input_shapes: tuple[tuple[int, int], ...]) -> Tabl
   return tuple(tuple(tuple(tuple(taps) for taps in row) for row in grid) for grid in cells)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _linear_tap_map(grids, table: Table):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _linear_tap_map(grids, table: Table, input_shapes: tuple[tuple[int, int], ...]):
+  del input_shapes  # For the transpose.
   return _cell_sums(grids, table)
 
 
-def _linear_tap_map_forward(grids, table):
-  return _cell_sums(grids, table), tuple(grid.shape[:2] for grid in grids)
+def _linear_tap_map_forward(grids, table, input_shapes):
+  del input_shapes
+  return _cell_sums(grids, table), None
 
 
-def _linear_tap_map_backward(table, input_shapes, cotangents):
+def _linear_tap_map_backward(table, input_shapes, _, cotangents):
   # Linear, so the VJP is the transposed map, itself a `_linear_tap_map`: differentiable again alike.
-  return (_linear_tap_map(tuple(cotangents), _transposed(table, input_shapes)),)
+  output_shapes = tuple((len(rows), len(rows[0])) for rows in table)
+  return (_linear_tap_map(tuple(cotangents), _transposed(table, input_shapes), output_shapes),)
 
 
 _linear_tap_map.defvjp(_linear_tap_map_forward, _linear_tap_map_backward)
@@ -102,5 +105,5 @@ def phase_kernels(kernel: jax.Array, *, taps_h: np.ndarray, taps_w: np.ndarray,
                              for n in range(col0, col1)) for m in range(row0, row1)))
   table = tuple(table)
   if CUSTOM_TRANSPOSE:
-    return _linear_tap_map((kernel,), table)
+    return _linear_tap_map((kernel,), table, (kernel.shape[:2],))
   return _cell_sums((kernel,), table)
