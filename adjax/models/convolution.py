@@ -425,6 +425,7 @@ def upsample_conv2d(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Ar
     windows = tuple((tap_folding.used_window(taps_h, a), tap_folding.used_window(taps_w, b))
                     for a in range(2) for b in range(2))
     kernels = tap_folding.phase_kernels(kernel, taps_h=taps_h, taps_w=taps_w, windows=windows)
+    padded = None if UPSAMPLE_PHASE_PADDING else jnp.pad(x, ((0, 0),) + pads + ((0, 0),))
     outputs = []
     for ((row0, row1), (col0, col1)), folded in zip(windows, kernels):
       # x padded to the phase's window, (1, 0) or (0, 1) per axis for 3x3 kernels: the first offset a phase
@@ -434,7 +435,7 @@ def upsample_conv2d(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Ar
       if UPSAMPLE_PHASE_PADDING:
         outputs.append(conv2d(x, folded, phase_pads))
       else:
-        window = jnp.pad(x, ((0, 0),) + pads + ((0, 0),))[:, row0:row1 + height - 1, col0:col1 + width - 1]
+        window = padded[:, row0:row1 + height - 1, col0:col1 + width - 1]
         outputs.append(conv2d(window, folded, ((0, 0), (0, 0))))
     phases = jnp.stack(outputs, axis=3).reshape(batch, height, width, 2, 2, out_channels)
   return phases.transpose(0, 1, 3, 2, 4, 5).reshape(batch, 2 * height, 2 * width, out_channels)
